@@ -1,0 +1,200 @@
+"""Cloud-Optimized GeoTIFF encoding: 2-D arrays + georeference in, COG bytes out.
+
+Pure: no paths, buckets or credentials. The arrays go into a GDAL in-memory (MEM)
+dataset, GDAL's COG driver writes 512 × 512 tiles with internal overviews into
+``/vsimem/``, and the bytes come back. Compression runs on all cores (GDAL releases
+the GIL, so other threads keep working meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.io import MemoryFile
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from darts_export.tile import GeoRef
+
+__all__ = ["BandStatistics", "CogOptions", "RasterBand", "band_statistics", "encode_cog"]
+
+logger = logging.getLogger(__name__)
+
+Compression = Literal["ZSTD", "DEFLATE", "LZW", "LERC_ZSTD", "NONE"]
+Resampling = Literal["NEAREST", "MODE", "AVERAGE", "BILINEAR", "CUBIC"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CogOptions:
+    """How to encode a COG.
+
+    The defaults were chosen by measurement (``bench/bench_cog.py``): ZSTD at level 9 with
+    the horizontal-differencing predictor is both the smallest and among the fastest
+    codecs on DARTS probability and mask rasters; floating-point bands use predictor 3.
+    """
+
+    compression: Compression = "ZSTD"
+    level: int | None = 9
+    predictor: bool = True
+    blocksize: int = 512
+    threads: int | Literal["ALL_CPUS"] = "ALL_CPUS"
+
+    def creation_options(self, dtype: np.dtype[np.generic], resampling: Resampling) -> dict[str, str]:
+        """GDAL COG driver creation options for a raster of ``dtype``."""
+        opts = {
+            "BLOCKSIZE": str(self.blocksize),
+            "COMPRESS": self.compression,
+            "OVERVIEW_RESAMPLING": resampling,
+            "OVERVIEWS": "AUTO",
+            "NUM_THREADS": str(self.threads),
+            "BIGTIFF": "IF_SAFER",
+        }
+        if self.predictor and self.compression in ("ZSTD", "DEFLATE", "LZW"):
+            opts["PREDICTOR"] = "FLOATING_POINT" if np.issubdtype(dtype, np.floating) else "YES"
+        if self.level is not None and self.compression in ("ZSTD", "DEFLATE"):
+            opts["LEVEL"] = str(self.level)
+        return opts
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandStatistics:
+    """Summary statistics of a band's valid pixels (as in STAC's ``raster:bands.statistics``)."""
+
+    minimum: float
+    maximum: float
+    mean: float
+    stddev: float
+    valid_percent: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RasterBand:
+    """What one band of an encoded raster holds; enough for STAC ``raster:bands``."""
+
+    name: str
+    data_type: str
+    nodata: float | None
+    scale: float | None = None
+    offset: float | None = None
+    unit: str | None = None
+    statistics: BandStatistics | None = None
+
+
+def band_statistics(band: NDArray[np.generic], nodata: float | None, *, max_samples: int = 4_000_000) -> BandStatistics:
+    """Statistics of the valid pixels of ``band`` (pixels equal to ``nodata`` or NaN excluded).
+
+    8-bit bands are summarised exactly from a histogram. Larger types are summarised from a
+    regular sample of at most ``max_samples`` pixels (every k-th row and column), which is
+    how GDAL's approximate statistics work too; exact statistics of a 120-Mpixel float band
+    would cost more than encoding it.
+    """
+    if band.dtype == np.uint8:
+        counts = np.bincount(band.ravel(), minlength=256).astype(np.float64)
+        if nodata is not None and 0 <= nodata <= 255 and float(nodata).is_integer():
+            counts[int(nodata)] = 0
+        values = np.arange(256, dtype=np.float64)
+        n = counts.sum()
+        if n == 0:
+            return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
+        nz = np.flatnonzero(counts)
+        mean = float((counts * values).sum() / n)
+        var = float((counts * (values - mean) ** 2).sum() / n)
+        return BandStatistics(
+            minimum=float(nz[0]),
+            maximum=float(nz[-1]),
+            mean=mean,
+            stddev=math.sqrt(var),
+            valid_percent=100.0 * n / band.size,
+        )
+    step = max(1, math.ceil(math.sqrt(band.size / max_samples)))
+    sample = np.asarray(band[::step, ::step], dtype=np.float64)
+    valid = np.isfinite(sample)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= sample != nodata
+    values = sample[valid]
+    if values.size == 0:
+        return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
+    return BandStatistics(
+        minimum=float(values.min()),
+        maximum=float(values.max()),
+        mean=float(values.mean()),
+        stddev=float(values.std()),
+        valid_percent=100.0 * values.size / sample.size,
+    )
+
+
+def encode_cog(
+    bands: Sequence[NDArray[np.generic]],
+    georef: GeoRef,
+    *,
+    nodata: float | None,
+    descriptions: Sequence[str] = (),
+    tags: Mapping[str, str] | None = None,
+    resampling: Resampling = "NEAREST",
+    options: CogOptions | None = None,
+) -> bytes:
+    """Encode same-shaped 2-D arrays as one multi-band Cloud-Optimized GeoTIFF.
+
+    Args:
+        bands: One north-up 2-D array per band, all of ``georef.shape`` and one dtype.
+        georef: CRS and transform of the arrays.
+        nodata: The nodata value written to the file (``nan`` for float bands, or ``None``).
+        descriptions: Band descriptions (GDAL ``DESCRIPTION``), one per band.
+        tags: Dataset-level GDAL metadata (string keys and values).
+        resampling: Overview resampling: ``NEAREST``/``MODE`` for masks, ``AVERAGE`` for continuous data.
+        options: Codec and tiling; :class:`CogOptions` defaults when ``None``.
+
+    Returns:
+        The bytes of a valid COG.
+    """
+    options = options or CogOptions()
+    if not bands:
+        raise ValueError("encode_cog needs at least one band")
+    dtype = bands[0].dtype
+    for band in bands:
+        if band.shape != georef.shape or band.dtype != dtype:
+            raise ValueError(
+                f"every band must have shape {georef.shape} and dtype {dtype}; got {band.shape} {band.dtype}"
+            )
+    if descriptions and len(descriptions) != len(bands):
+        raise ValueError(f"{len(descriptions)} descriptions for {len(bands)} bands")
+    started = time.perf_counter()
+    profile = {
+        "driver": "MEM",
+        "width": georef.width,
+        "height": georef.height,
+        "count": len(bands),
+        "dtype": dtype.name,
+        "crs": georef.crs,
+        "transform": georef.transform,
+        "nodata": nodata,
+    }
+    with rasterio.open("", "w", **profile) as mem:
+        for index, band in enumerate(bands, start=1):
+            mem.write(np.ascontiguousarray(band), index)
+            if descriptions:
+                mem.set_band_description(index, descriptions[index - 1])
+        if tags:
+            mem.update_tags(**tags)
+        with MemoryFile(ext=".tif") as out:
+            rasterio.shutil.copy(mem, out.name, driver="COG", **options.creation_options(np.dtype(dtype), resampling))
+            data = bytes(out.read())
+    logger.debug(
+        "encoded COG %dx%dx%d %s in %.3f s (%d bytes)",
+        len(bands),
+        georef.height,
+        georef.width,
+        dtype,
+        time.perf_counter() - started,
+        len(data),
+    )
+    return data

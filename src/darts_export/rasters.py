@@ -1,0 +1,166 @@
+"""The raster products: turn tile variables into the arrays, nodata and band records of their COGs.
+
+* probabilities: float in [0, 1] (NaN = invalid) → uint8 percent, **rounded** to the nearest
+  percent with halves rounded up (0.125 → 13, 0.994 → 99, 0.995 → 100), 255 = nodata;
+  overviews averaged.
+* binarized: bool → uint8 0/1 (255 declared as nodata, never used); overviews nearest.
+* bands (optical, dem, tcvis, any named variable): the variables' own dtype (bool → uint8),
+  band descriptions set, nodata from the variable's encoding (else NaN for floats); overviews
+  averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from darts_export.cog import CogOptions, RasterBand, Resampling, band_statistics, encode_cog
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from darts_export.tile import TileView
+
+__all__ = [
+    "PROBABILITY_NODATA",
+    "EncodedRaster",
+    "encode_band_raster",
+    "encode_mask_raster",
+    "encode_probability_raster",
+    "probabilities_to_percent",
+]
+
+PROBABILITY_NODATA = 255
+_ROWS_PER_BLOCK = 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodedRaster:
+    """A COG's bytes and what its bands hold."""
+
+    data: bytes
+    bands: tuple[RasterBand, ...]
+
+
+def probabilities_to_percent(probabilities: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """Probabilities in [0, 1] → uint8 percent 0-100, rounded to nearest (halves up); NaN → 255.
+
+    Works in row blocks so the float temporaries stay small whatever the tile size.
+    Values outside [0, 1] are clipped.
+    """
+    out = np.empty(probabilities.shape, dtype=np.uint8)
+    for start in range(0, probabilities.shape[0], _ROWS_PER_BLOCK):
+        block = probabilities[start : start + _ROWS_PER_BLOCK].astype(np.float64) * 100.0
+        invalid = np.isnan(block)
+        block += 0.5
+        np.floor(block, out=block)
+        np.clip(block, 0, 100, out=block)
+        block[invalid] = PROBABILITY_NODATA
+        out[start : start + _ROWS_PER_BLOCK] = block
+    return out
+
+
+def _as_uint8_mask(mask: NDArray[np.generic]) -> NDArray[np.uint8]:
+    return mask.astype(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+
+
+def encode_probability_raster(
+    view: TileView, variable: str, *, tags: Mapping[str, str], options: CogOptions | None = None
+) -> EncodedRaster:
+    """The ``probabilities[-subset].tif`` COG of ``variable``."""
+    percent = probabilities_to_percent(view.array(variable))  # type: ignore[arg-type]
+    band = RasterBand(
+        name=variable,
+        data_type="uint8",
+        nodata=PROBABILITY_NODATA,
+        scale=0.01,
+        offset=0.0,
+        unit=None,
+        statistics=band_statistics(percent, PROBABILITY_NODATA),
+    )
+    data = encode_cog(
+        [percent],
+        view.georef,
+        nodata=PROBABILITY_NODATA,
+        descriptions=[variable],
+        tags=tags,
+        resampling="AVERAGE",
+        options=options,
+    )
+    return EncodedRaster(data=data, bands=(band,))
+
+
+def encode_mask_raster(
+    view: TileView, variable: str, *, tags: Mapping[str, str], options: CogOptions | None = None
+) -> EncodedRaster:
+    """The ``binarized[-subset].tif`` COG of boolean ``variable``."""
+    mask = _as_uint8_mask(view.array(variable))
+    band = RasterBand(
+        name=variable,
+        data_type="uint8",
+        nodata=PROBABILITY_NODATA,
+        statistics=band_statistics(mask, PROBABILITY_NODATA),
+    )
+    data = encode_cog(
+        [mask],
+        view.georef,
+        nodata=PROBABILITY_NODATA,
+        descriptions=[variable],
+        tags=tags,
+        resampling="NEAREST",
+        options=options,
+    )
+    return EncodedRaster(data=data, bands=(band,))
+
+
+def _declared_nodata(view: TileView, variable: str) -> float | None:
+    var = view.dataset[variable]
+    for value in (var.rio.nodata, var.rio.encoded_nodata, var.attrs.get("_FillValue")):
+        if value is not None:
+            return float(value)
+    return None
+
+
+def encode_band_raster(
+    view: TileView,
+    variables: Sequence[str],
+    *,
+    tags: Mapping[str, str],
+    options: CogOptions | None = None,
+) -> EncodedRaster:
+    """One multi-band COG of ``variables`` (optical, dem, tcvis or any named variable).
+
+    Bands are promoted to one common dtype (bool becomes uint8). The nodata value is the
+    first variable's declared nodata, else NaN for float data, else none.
+    """
+    arrays = [view.array(v) for v in variables]
+    dtype = np.result_type(*[np.uint8 if a.dtype == np.bool_ else a.dtype for a in arrays])
+    nodata = _declared_nodata(view, variables[0])
+    if nodata is None and np.issubdtype(dtype, np.floating):
+        nodata = math.nan
+    bands = [a.astype(dtype, copy=False) for a in arrays]
+    records = tuple(
+        RasterBand(
+            name=name,
+            data_type=np.dtype(dtype).name,
+            nodata=nodata,
+            unit=view.dataset[name].attrs.get("units"),
+            statistics=band_statistics(band, nodata),
+        )
+        for name, band in zip(variables, bands, strict=True)
+    )
+    resampling: Resampling = "AVERAGE"
+    data = encode_cog(
+        bands,
+        view.georef,
+        nodata=nodata,
+        descriptions=list(variables),
+        tags=tags,
+        resampling=resampling,
+        options=options,
+    )
+    return EncodedRaster(data=data, bands=records)

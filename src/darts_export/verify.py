@@ -1,0 +1,127 @@
+"""Completeness and integrity checks of an export, for local folders and URLs alike.
+
+:func:`missing_outputs` asks the product registry which paths an export with given
+options writes (the same registry the writer uses) and checks which exist.
+:func:`verify` re-reads every artifact listed in ``manifest.json`` and compares
+sizes and checksums.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from darts_export.errors import StorageError, VerificationError
+from darts_export.manifest import Manifest
+from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, expected_paths
+from darts_export.storage import Storage
+
+__all__ = ["Problem", "VerificationReport", "missing_outputs", "read_manifest", "verify"]
+
+logger = logging.getLogger(__name__)
+
+
+def missing_outputs(
+    out_dir: str | os.PathLike[str],
+    bands: Iterable[str] = DEFAULT_BANDS,
+    ensemble_subsets: Iterable[str] = (),
+    *,
+    debug: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Literal["all", "some", "none"]:
+    """Which of the outputs of an export with these options are missing at ``out_dir``.
+
+    Returns:
+        ``"none"`` when every product file and the manifest exist, ``"all"`` when none of them
+        does (also for a folder or prefix that does not exist), else ``"some"``.
+    """
+    storage = Storage.open(out_dir, storage_options)
+    paths = expected_paths(list(bands), list(ensemble_subsets), debug=debug)
+    present = sum(storage.exists(p) for p in paths)
+    if present == len(paths):
+        return "none"
+    return "all" if present == 0 else "some"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One artifact that does not match its manifest record."""
+
+    path: str
+    reason: Literal["missing", "size", "checksum", "unreadable"]
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason} (expected {self.expected}, found {self.actual})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerificationReport:
+    """The outcome of :func:`verify`."""
+
+    location: str
+    manifest: Manifest | None
+    checked: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the manifest exists and every artifact matches it."""
+        return self.manifest is not None and not self.problems
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`VerificationError` listing every problem, if there is any."""
+        if not self.ok:
+            listing = "; ".join(str(p) for p in self.problems) or f"no {MANIFEST_NAME}"
+            raise VerificationError(f"Export at {self.location} does not verify: {listing}.")
+
+
+def read_manifest(storage: Storage) -> Manifest:
+    """Read and parse ``manifest.json`` from ``storage``."""
+    return Manifest.from_json(storage.read_bytes(MANIFEST_NAME))
+
+
+def verify(
+    out_dir: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> VerificationReport:
+    """Re-read every artifact listed in the manifest at ``out_dir`` and compare size and checksum.
+
+    A missing manifest is reported as a problem (``report.ok`` is false), not raised.
+    """
+    storage = Storage.open(out_dir, storage_options)
+    if not storage.exists(MANIFEST_NAME):
+        problem = Problem(path=MANIFEST_NAME, reason="missing", expected="present", actual="absent")
+        return VerificationReport(location=storage.url, manifest=None, checked=0, problems=(problem,))
+    manifest = read_manifest(storage)
+    problems = []
+    for artifact in manifest.artifacts:
+        if not storage.exists(artifact.path):
+            problems.append(Problem(path=artifact.path, reason="missing", expected="present", actual="absent"))
+            continue
+        try:
+            if artifact.type == "directory":
+                actual = storage.describe_tree(artifact.path)
+            else:
+                actual = storage.describe(artifact.path)
+        except StorageError as exc:
+            problems.append(Problem(path=artifact.path, reason="unreadable", expected="readable", actual=str(exc)))
+            continue
+        if actual.size != artifact.size:
+            problems.append(
+                Problem(path=artifact.path, reason="size", expected=str(artifact.size), actual=str(actual.size))
+            )
+        elif actual.checksum != artifact.checksum:
+            problems.append(
+                Problem(path=artifact.path, reason="checksum", expected=artifact.checksum, actual=actual.checksum)
+            )
+    for problem in problems:
+        logger.warning("verification problem at %s: %s", storage.url, problem)
+    return VerificationReport(
+        location=storage.url, manifest=manifest, checked=len(manifest.artifacts), problems=tuple(problems)
+    )
