@@ -103,3 +103,31 @@ def test_failed_upload_leaves_no_manifest(
     # The earlier manifest was invalidated first; no new one was committed.
     assert not target.fs().exists(target.path("manifest.json"))
     assert not verify(target.out_dir, storage_options=target.storage_options).ok
+
+
+def test_unreachable_target_falls_back_to_local_folder(small_tile: xr.Dataset, tmp_path: Path) -> None:
+    from test_storage import _closed_port
+
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+        "skip_instance_cache": True,
+    }
+    seen: list[str] = []
+    manifest = export_tile(
+        small_tile,
+        "s3://bucket/darts/T1",
+        bands=["binarized", "metadata"],
+        storage_options=options,
+        fallback_dir=tmp_path / "fallback",
+        progress=seen.append,
+    )
+    local = tmp_path / "fallback" / "s3" / "bucket" / "darts" / "T1"
+    assert manifest.fell_back
+    assert manifest.target == "s3://bucket/darts/T1"
+    assert manifest.location == local.as_uri()
+    assert any("unreachable" in w for w in manifest.warnings)
+    assert sorted(seen) == ["binarized.tif", "darts_inference.json"]
+    assert verify(local).ok

@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from darts_export.__about__ import __version__
 from darts_export.cog import CogOptions, RasterBand
-from darts_export.errors import ArtifactExistsError, InvalidTileError
+from darts_export.errors import ArtifactExistsError, InvalidTileError, TargetUnreachableError
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, Kind, OutputFile, PlannedProduct, plan_products
 from darts_export.rasters import EncodedRaster, encode_band_raster, encode_mask_raster, encode_probability_raster
@@ -32,7 +32,7 @@ from darts_export.tile import GeoRef, TileView
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["export_tile"]
+__all__ = ["export_tile", "fallback_location"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def export_tile(
     *,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = True,
+    fallback_dir: str | os.PathLike[str] | None = None,
     cog_options: CogOptions | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Export a processed DARTS tile to a local folder or object storage.
 
@@ -75,7 +77,13 @@ def export_tile(
             s3fs); without them the standard AWS environment applies.
         overwrite: Replace an existing export at ``out_dir``; with ``False`` an existing manifest
             raises :class:`~darts_export.errors.ArtifactExistsError`.
+        fallback_dir: A local folder to write to when the target is unreachable (connection refused or
+            timed out, missing credentials, missing bucket). The export then lands in
+            :func:`fallback_location`, its manifest records the intended ``target``, a warning is
+            logged, and :func:`darts_export.sync.sync` can publish it later. Without it, such a
+            target raises :class:`~darts_export.errors.TargetUnreachableError`.
         cog_options: Codec and tiling of the GeoTIFFs.
+        progress: Called with each artifact's path once it is stored (from a worker thread).
 
     Returns:
         The manifest that was written.
@@ -83,6 +91,7 @@ def export_tile(
     Raises:
         InvalidTileError: (a ``ValueError``) bad tile, band, subset or metadata — before anything is written.
         UnsupportedTargetError: ``out_dir`` has a protocol no installed fsspec implementation knows.
+        TargetUnreachableError: the target cannot be reached and no ``fallback_dir`` was given.
         StorageError: writing failed after retries; the manifest is then not written.
     """
     started = time.perf_counter()
@@ -90,52 +99,53 @@ def export_tile(
     planned = plan_products(list(bands), list(ensemble_subsets), debug=debug)
     _check_variables(planned, view)
     meta = _prepare_metadata(metadata)
-    tile_id = _tile_id(meta, view.georef)
     storage = Storage.open(out_dir, storage_options)
-    _prepare_target(storage, overwrite=overwrite)
-
-    job = _Job(view=view, storage=storage, metadata=meta, tags=_raster_tags(meta), cog_options=cog_options)
-    with tempfile.TemporaryDirectory(prefix="darts-export-") as staging, ThreadPoolExecutor(1) as uploads:
-        job.staging = Path(staging)
-        job.uploads = uploads
-        for product in planned:
-            product_started = time.perf_counter()
-            job.write(product)
-            logger.debug(
-                "%s%s encoded in %.3f s", product.product, _suffix(product), time.perf_counter() - product_started
-            )
-        artifacts = job.collect()
-
-    manifest = Manifest(
-        tile_id=tile_id,
-        crs=view.georef.crs_code,
-        crs_wkt=view.georef.crs.to_wkt(),
-        shape=view.georef.shape,
-        transform=tuple(view.georef.transform)[:6],
-        bounds=view.georef.bounds,
-        created=meta[EXPORT_DATE_KEY],
-        version=__version__,
+    fallback = Storage.open(fallback_location(fallback_dir, storage.url)) if fallback_dir is not None else None
+    job = _Job(
+        view=view,
+        planned=planned,
+        metadata=meta,
+        tile_id=_tile_id(meta, view.georef),
+        tags=_raster_tags(meta),
+        cog_options=cog_options,
         options={
-            "bands": [p.product for p in planned if p.subset is None],
-            "ensemble_subsets": sorted({p.subset for p in planned if p.subset is not None}),
+            "bands": list(dict.fromkeys(p.product for p in planned if p.subset is None)),
+            "ensemble_subsets": list(dict.fromkeys(p.subset for p in planned if p.subset is not None)),
             "debug": debug,
             "overwrite": overwrite,
         },
-        artifacts=tuple(artifacts),
-        location=storage.url,
-        target=storage.url,
-        warnings=tuple(job.warnings),
+        progress=progress,
     )
-    storage.publish_bytes(MANIFEST_NAME, manifest.to_json())
+    try:
+        manifest = job.run(storage, target=storage.url, overwrite=overwrite)
+    except TargetUnreachableError as exc:
+        if fallback is None:
+            raise
+        logger.warning(
+            "target %s is unreachable (%s); writing the export to %s instead", storage.url, exc, fallback.url
+        )
+        job.warnings.append(f"target unreachable, written to the local fallback: {exc}")
+        manifest = job.run(fallback, target=storage.url, overwrite=True)
     logger.info(
         "exported tile %s to %s: %d artifacts, %d bytes in %.2f s",
-        tile_id,
-        storage.url,
+        manifest.tile_id,
+        manifest.location,
         len(manifest.artifacts),
         manifest.total_size,
         time.perf_counter() - started,
     )
     return manifest
+
+
+def fallback_location(fallback_dir: str | os.PathLike[str], target_url: str) -> Path:
+    """Where an export meant for ``target_url`` lands under ``fallback_dir``.
+
+    The target URL is mirrored below the folder (``s3://bucket/a/b`` → ``fallback_dir/s3/bucket/a/b``)
+    so exports for different targets never collide and ``sync`` can tell where each belongs.
+    """
+    protocol, _, rest = target_url.partition("://")
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    return Path(fallback_dir).joinpath(protocol or "local", *parts)
 
 
 def _suffix(product: PlannedProduct) -> str:
@@ -144,18 +154,54 @@ def _suffix(product: PlannedProduct) -> str:
 
 @dataclass(kw_only=True)
 class _Job:
-    """The state of one export while products are encoded and uploaded."""
+    """One export: what to write, and the state while products are encoded and uploaded."""
 
     view: TileView
-    storage: Storage
+    planned: tuple[PlannedProduct, ...]
     metadata: Mapping[str, Any]
+    tile_id: str
     tags: Mapping[str, str]
     cog_options: CogOptions | None
+    options: Mapping[str, Any]
+    progress: Callable[[str], None] | None = None
+    warnings: list[str] = field(default_factory=list)
+    storage: Storage | None = None
     staging: Path = field(default_factory=Path)
     uploads: ThreadPoolExecutor | None = None
     pending: list[tuple[OutputFile, PlannedProduct, Future[StoredObject]]] = field(default_factory=list)
     raster_bands: dict[str, tuple[RasterBand, ...]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+
+    def run(self, storage: Storage, *, target: str, overwrite: bool) -> Manifest:
+        """Write every product to ``storage``, then the manifest; return the manifest."""
+        self.storage, self.pending, self.raster_bands = storage, [], {}
+        _prepare_target(storage, overwrite=overwrite)
+        with tempfile.TemporaryDirectory(prefix="darts-export-") as staging, ThreadPoolExecutor(1) as uploads:
+            self.staging, self.uploads = Path(staging), uploads
+            for product in self.planned:
+                product_started = time.perf_counter()
+                self.write(product)
+                logger.debug(
+                    "%s%s encoded in %.3f s", product.product, _suffix(product), time.perf_counter() - product_started
+                )
+            artifacts = self.collect()
+        georef = self.view.georef
+        manifest = Manifest(
+            tile_id=self.tile_id,
+            crs=georef.crs_code,
+            crs_wkt=georef.crs.to_wkt(),
+            shape=georef.shape,
+            transform=tuple(georef.transform)[:6],
+            bounds=georef.bounds,
+            created=self.metadata[EXPORT_DATE_KEY],
+            version=__version__,
+            options=self.options,
+            artifacts=tuple(artifacts),
+            location=storage.url,
+            target=target,
+            warnings=tuple(self.warnings),
+        )
+        storage.publish_bytes(MANIFEST_NAME, manifest.to_json())
+        return manifest
 
     def write(self, product: PlannedProduct) -> None:
         """Encode ``product`` and queue its artifacts for upload."""
@@ -192,14 +238,25 @@ class _Job:
         if isinstance(data, Path):
             future = self.uploads.submit(self._publish_staged, output.path, data)
         else:
-            future = self.uploads.submit(self.storage.publish_bytes, output.path, data)
+            future = self.uploads.submit(self._publish, output.path, data)
         self.pending.append((output, product, future))
 
+    def _publish(self, rel: str, data: bytes) -> StoredObject:
+        assert self.storage is not None
+        stored = self.storage.publish_bytes(rel, data)
+        if self.progress is not None:
+            self.progress(rel)
+        return stored
+
     def _publish_staged(self, rel: str, path: Path) -> StoredObject:
+        assert self.storage is not None
         try:
-            return self.storage.publish_file(rel, path)
+            stored = self.storage.publish_file(rel, path)
         finally:
             path.unlink(missing_ok=True)
+        if self.progress is not None:
+            self.progress(rel)
+        return stored
 
     def collect(self) -> list[Artifact]:
         """Wait for every upload; the artifacts in plan order. Re-raises the first failure."""
