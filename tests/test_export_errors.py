@@ -129,5 +129,5 @@ def test_unreachable_target_falls_back_to_local_folder(small_tile: xr.Dataset, t
     assert manifest.target == "s3://bucket/darts/T1"
     assert manifest.location == local.as_uri()
     assert any("unreachable" in w for w in manifest.warnings)
-    assert sorted(seen) == ["binarized.tif", "darts_inference.json"]
+    assert sorted(seen) == ["binarized.tif", "darts_inference.json", "item.json"]
     assert verify(local).ok

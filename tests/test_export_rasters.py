@@ -71,6 +71,7 @@ def test_raster_products_on_every_target(target: Target, ensemble_tile: xr.Datas
         "tcvis.tif",
         "darts_inference.json",
         "slope.tif",
+        "item.json",
     }
     assert {a.path for a in manifest.artifacts} == expected_files
 

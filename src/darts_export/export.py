@@ -14,18 +14,29 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from darts_export.__about__ import __version__
 from darts_export.cog import CogOptions, RasterBand
-from darts_export.errors import ArtifactExistsError, InvalidTileError, TargetUnreachableError
+from darts_export.debug_store import write_debug_store
+from darts_export.encoders import EncodeContext, encode_product
+from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, TargetUnreachableError
 from darts_export.manifest import Artifact, Manifest
-from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, Kind, OutputFile, PlannedProduct, plan_products
-from darts_export.rasters import EncodedRaster, encode_band_raster, encode_mask_raster, encode_probability_raster
+from darts_export.products import (
+    DEFAULT_BANDS,
+    ITEM_NAME,
+    MANIFEST_NAME,
+    Kind,
+    MediaType,
+    OutputFile,
+    PlannedProduct,
+    plan_products,
+)
+from darts_export.stac import build_item, encode_item
 from darts_export.storage import Storage, StoredObject
 from darts_export.tile import GeoRef, TileView
 
@@ -38,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_DATE_KEY = "DARTS_exportdate"
 _TILE_ID_KEYS = ("tile_id", "scene_id", "id")
-_MAX_PENDING_UPLOADS = 4
 
 
 def export_tile(
@@ -154,7 +164,7 @@ def _suffix(product: PlannedProduct) -> str:
 
 @dataclass(kw_only=True)
 class _Job:
-    """One export: what to write, and the state while products are encoded and uploaded."""
+    """One export: what to write, and how to encode, upload and commit it."""
 
     view: TileView
     planned: tuple[PlannedProduct, ...]
@@ -165,27 +175,63 @@ class _Job:
     options: Mapping[str, Any]
     progress: Callable[[str], None] | None = None
     warnings: list[str] = field(default_factory=list)
-    storage: Storage | None = None
-    staging: Path = field(default_factory=Path)
-    uploads: ThreadPoolExecutor | None = None
-    pending: list[tuple[OutputFile, PlannedProduct, Future[StoredObject]]] = field(default_factory=list)
-    raster_bands: dict[str, tuple[RasterBand, ...]] = field(default_factory=dict)
 
     def run(self, storage: Storage, *, target: str, overwrite: bool) -> Manifest:
-        """Write every product to ``storage``, then the manifest; return the manifest."""
-        self.storage, self.pending, self.raster_bands = storage, [], {}
+        """Encode every product (two at a time), upload while encoding, then the STAC item and the manifest."""
         _prepare_target(storage, overwrite=overwrite)
-        with tempfile.TemporaryDirectory(prefix="darts-export-") as staging, ThreadPoolExecutor(1) as uploads:
-            self.staging, self.uploads = Path(staging), uploads
-            for product in self.planned:
-                product_started = time.perf_counter()
-                self.write(product)
-                logger.debug(
-                    "%s%s encoded in %.3f s", product.product, _suffix(product), time.perf_counter() - product_started
-                )
-            artifacts = self.collect()
+        encodable = [p for p in self.planned if p.kind is not Kind.DEBUG_STORE]
+        # Longest first, so the two encoder threads finish together.
+        order = sorted(encodable, key=lambda p: _COST[p.kind], reverse=True)
+        uploads: list[tuple[OutputFile, PlannedProduct, Future[StoredObject]]] = []
+        raster_bands: dict[str, tuple[RasterBand, ...]] = {}
+        with (
+            tempfile.TemporaryDirectory(prefix="darts-export-") as staging,
+            ThreadPoolExecutor(_ENCODER_THREADS, thread_name_prefix="darts-encode") as encoders,
+            ThreadPoolExecutor(1, thread_name_prefix="darts-upload") as uploader,
+        ):
+            ctx = EncodeContext(
+                view=self.view,
+                tile_id=self.tile_id,
+                metadata=self.metadata,
+                tags=self.tags,
+                cog_options=self.cog_options,
+                staging=Path(staging),
+            )
+            encoded = {id(p): encoders.submit(encode_product, p, ctx) for p in order}
+            try:
+                for future in as_completed(encoded.values()):
+                    result = future.result()
+                    raster_bands.update(result.raster_bands)
+                    for output, data in result.payloads:
+                        upload = uploader.submit(self._publish, storage, output.path, data)
+                        uploads.append((output, result.product, upload))
+                artifacts = [_artifact(o, p, f.result()) for o, p, f in uploads]
+            except BaseException:
+                for future in encoded.values():
+                    future.cancel()
+                raise
+        artifacts.sort(key=lambda a: _plan_rank(self.planned, a.path))
+        for product in self.planned:
+            if product.kind is Kind.DEBUG_STORE:
+                artifacts.extend(self._debug_store(storage, product))
+        draft = self._manifest(storage, target, artifacts)
+        item = encode_item(build_item(draft, self.view, metadata=self.metadata, raster_bands=raster_bands))
+        stored_item = self._publish(storage, ITEM_NAME, item)
+        item_artifact = Artifact(
+            path=ITEM_NAME,
+            size=stored_item.size,
+            checksum=stored_item.checksum,
+            media_type=str(MediaType.GEOJSON),
+            roles=("metadata",),
+            product="stac",
+        )
+        manifest = self._manifest(storage, target, [*artifacts, item_artifact])
+        storage.publish_bytes(MANIFEST_NAME, manifest.to_json())
+        return manifest
+
+    def _manifest(self, storage: Storage, target: str, artifacts: list[Artifact]) -> Manifest:
         georef = self.view.georef
-        manifest = Manifest(
+        return Manifest(
             tile_id=self.tile_id,
             crs=georef.crs_code,
             crs_wkt=georef.crs.to_wkt(),
@@ -200,81 +246,66 @@ class _Job:
             target=target,
             warnings=tuple(self.warnings),
         )
-        storage.publish_bytes(MANIFEST_NAME, manifest.to_json())
-        return manifest
 
-    def write(self, product: PlannedProduct) -> None:
-        """Encode ``product`` and queue its artifacts for upload."""
-        match product.kind:
-            case Kind.PROBABILITY_RASTER:
-                self._raster(
-                    product,
-                    encode_probability_raster(self.view, product.required[0], tags=self.tags, options=self.cog_options),
-                )
-            case Kind.MASK_RASTER:
-                self._raster(
-                    product,
-                    encode_mask_raster(self.view, product.required[0], tags=self.tags, options=self.cog_options),
-                )
-            case Kind.BAND_RASTER:
-                self._raster(
-                    product, encode_band_raster(self.view, product.required, tags=self.tags, options=self.cog_options)
-                )
-            case Kind.METADATA_JSON:
-                data = (json.dumps(self.metadata, indent=2, ensure_ascii=False) + "\n").encode()
-                self._queue(product, product.outputs[0], data)
-            case _:
-                raise InvalidTileError(f"Product {product.product!r} ({product.kind}) cannot be written yet.")
-
-    def _raster(self, product: PlannedProduct, encoded: EncodedRaster) -> None:
-        output = product.outputs[0]
-        self.raster_bands[output.path] = encoded.bands
-        self._queue(product, output, encoded.data)
-
-    def _queue(self, product: PlannedProduct, output: OutputFile, data: bytes | Path) -> None:
-        assert self.uploads is not None
-        while len([f for *_, f in self.pending if not f.done()]) >= _MAX_PENDING_UPLOADS:
-            next(f for *_, f in self.pending if not f.done()).result()
+    def _publish(self, storage: Storage, rel: str, data: bytes | Path) -> StoredObject:
         if isinstance(data, Path):
-            future = self.uploads.submit(self._publish_staged, output.path, data)
+            try:
+                stored = storage.publish_file(rel, data)
+            finally:
+                data.unlink(missing_ok=True)  # free the staging space as soon as possible
         else:
-            future = self.uploads.submit(self._publish, output.path, data)
-        self.pending.append((output, product, future))
-
-    def _publish(self, rel: str, data: bytes) -> StoredObject:
-        assert self.storage is not None
-        stored = self.storage.publish_bytes(rel, data)
+            stored = storage.publish_bytes(rel, data)
         if self.progress is not None:
             self.progress(rel)
         return stored
 
-    def _publish_staged(self, rel: str, path: Path) -> StoredObject:
-        assert self.storage is not None
+    def _debug_store(self, storage: Storage, product: PlannedProduct) -> list[Artifact]:
+        """Write the Zarr debug store; a failure is logged and recorded, never fatal."""
+        output = product.outputs[0]
         try:
-            stored = self.storage.publish_file(rel, path)
-        finally:
-            path.unlink(missing_ok=True)
+            stored = write_debug_store(self.view.dataset, storage, output.path)
+        except (ExportError, OSError, ValueError, TypeError) as exc:
+            message = f"debug store {output.path} not written: {type(exc).__name__}: {exc}"
+            logger.warning("%s", message)
+            self.warnings.append(message)
+            return []
         if self.progress is not None:
-            self.progress(rel)
-        return stored
+            self.progress(output.path)
+        return [_artifact(output, product, stored, kind="directory")]
 
-    def collect(self) -> list[Artifact]:
-        """Wait for every upload; the artifacts in plan order. Re-raises the first failure."""
-        artifacts = []
-        for output, product, future in self.pending:
-            stored = future.result()
-            artifacts.append(
-                Artifact(
-                    path=stored.path,
-                    size=stored.size,
-                    checksum=stored.checksum,
-                    media_type=str(output.media_type),
-                    roles=output.roles,
-                    product=product.product,
-                    subset=product.subset,
-                )
-            )
-        return artifacts
+
+_ENCODER_THREADS = 2
+_COST = {
+    Kind.VECTOR: 3,
+    Kind.PROBABILITY_RASTER: 2,
+    Kind.BAND_RASTER: 2,
+    Kind.MASK_RASTER: 1,
+    Kind.THUMBNAIL: 1,
+    Kind.METADATA_JSON: 0,
+    Kind.DEBUG_STORE: 0,
+}
+
+
+def _plan_rank(planned: tuple[PlannedProduct, ...], path: str) -> int:
+    for rank, output in enumerate(o for p in planned for o in p.outputs):
+        if output.path == path:
+            return rank
+    return len(planned) * 4
+
+
+def _artifact(
+    output: OutputFile, product: PlannedProduct, stored: StoredObject, *, kind: Literal["file", "directory"] = "file"
+) -> Artifact:
+    return Artifact(
+        path=stored.path,
+        size=stored.size,
+        checksum=stored.checksum,
+        media_type=str(output.media_type),
+        roles=output.roles,
+        product=product.product,
+        subset=product.subset,
+        type=kind,
+    )
 
 
 def _check_variables(planned: Iterable[PlannedProduct], view: TileView) -> None:

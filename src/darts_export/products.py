@@ -16,6 +16,7 @@ from darts_export.errors import InvalidTileError
 
 __all__ = [
     "DEFAULT_BANDS",
+    "ITEM_NAME",
     "MANIFEST_NAME",
     "Kind",
     "MediaType",
@@ -29,6 +30,9 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 """The commit marker, written after every artifact it lists."""
+
+ITEM_NAME = "item.json"
+"""The STAC Item of the export, written after every artifact and before the manifest."""
 
 
 class Product(StrEnum):
@@ -267,6 +271,6 @@ def plan_products(
 def expected_paths(
     bands: Iterable[str], ensemble_subsets: Iterable[str] = (), *, debug: bool = False
 ) -> tuple[str, ...]:
-    """Every path an export with these options writes, the manifest included."""
+    """Every path an export with these options writes, the STAC item and the manifest included."""
     planned = plan_products(bands, ensemble_subsets, debug=debug)
-    return (*(o.path for p in planned for o in p.outputs), MANIFEST_NAME)
+    return (*(o.path for p in planned for o in p.outputs), ITEM_NAME, MANIFEST_NAME)

@@ -1,0 +1,182 @@
+"""Benchmark the vector products on a synthetic tile: polygonize objects and extent, encode both.
+
+Usage::
+
+    python bench/bench_vectors.py --size 10980 --repeat 3 [--json results.json]
+
+Each step is timed with ``time.perf_counter`` (median of ``--repeat`` runs). Peak memory
+is the highest resident set size during the step above the RSS just before it, after
+``gc.collect()`` and glibc's ``malloc_trim`` so that memory freed by earlier steps does
+not hide this step's allocations; the maximum over repeats is reported. On Linux the
+kernel's own high-water mark is used (``VmHWM``, reset through ``/proc/self/clear_refs``),
+so nothing runs beside the step; elsewhere a thread samples the RSS every 1 ms, which
+competes for the GIL and inflates the times of Python-heavy steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from darts_export.synthetic import make_synthetic_tile
+from darts_export.tile import TileView
+from darts_export.vectors import encode_geoparquet, polygonize_extent, polygonize_objects, write_geopackage
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Row:
+    step: str
+    seconds: float
+    peak_mib: float
+    rows: int | None = None
+    nbytes: int | None = None
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _kernel_peak() -> int | None:
+    """This process's peak RSS in bytes as the kernel counts it (Linux), or ``None``."""
+    if not _STATUS.exists():
+        return None
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _reset_kernel_peak() -> bool:
+    """Reset the kernel's peak RSS to the current RSS; ``False`` where that is not possible."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _kernel_peak() is not None
+
+
+class PeakRss:
+    """This process's peak RSS while active: the kernel's high-water mark, else a sampling thread."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.baseline = self.peak = 0
+
+    def __enter__(self) -> PeakRss:
+        _release_memory()
+        self.baseline = self.peak = self._process.memory_info().rss
+        if not _reset_kernel_peak():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss, _kernel_peak() or 0)
+
+    @property
+    def extra_mib(self) -> float:
+        return (self.peak - self.baseline) / _MIB
+
+
+def _release_memory() -> None:
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+def measure(step: str, func: Callable[[], Any], repeat: int, size_of: Callable[[Any], dict[str, int]]) -> Row:
+    times, peaks, result = [], [], None
+    for _ in range(repeat):
+        result = None
+        with PeakRss() as rss:
+            start = time.perf_counter()
+            result = func()
+            times.append(time.perf_counter() - start)
+        peaks.append(rss.extra_mib)
+    return Row(step, statistics.median(times), max(peaks), **size_of(result))
+
+
+def run(size: int, repeat: int, seed: int) -> list[Row]:
+    view = TileView(make_synthetic_tile(size, seed=seed, with_inputs=False))
+    georef = view.georef
+    mask = view.array("binarized_segmentation")
+    probabilities = view.array("probabilities")
+    valid = view.array("extent") > 0
+    rows = [
+        measure(
+            "polygonize_objects",
+            lambda: polygonize_objects(mask, georef, probabilities),
+            repeat,
+            lambda f: {"rows": len(f)},
+        ),
+        measure("polygonize_extent", lambda: polygonize_extent(valid, georef), repeat, lambda f: {"rows": len(f)}),
+    ]
+    frames = {"objects": polygonize_objects(mask, georef, probabilities), "extent": polygonize_extent(valid, georef)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in frames.items():
+            rows.append(
+                measure(
+                    f"geoparquet ({name})", lambda f=frame: encode_geoparquet(f), repeat, lambda b: {"nbytes": len(b)}
+                )
+            )
+            path = Path(tmp) / f"{name}.gpkg"
+
+            def gpkg(f: Any = frame, p: Path = path, layer: str = name) -> int:
+                write_geopackage(f, p, layer=layer)
+                return p.stat().st_size
+
+            rows.append(measure(f"geopackage ({name})", gpkg, repeat, lambda n: {"nbytes": n}))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10980, help="pixels per side of the synthetic tile")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per step; the median time is reported")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic tile")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args()
+    rows = run(args.size, args.repeat, args.seed)
+    total = sum(r.seconds for r in rows if r.step.startswith("polygonize"))
+    print(f"size {args.size}x{args.size}, median of {args.repeat}, {np.__name__} {np.__version__}")
+    print(f"{'step':<24}{'seconds':>9}{'peak MiB':>10}{'rows':>7}{'bytes':>11}")
+    for r in rows:
+        print(f"{r.step:<24}{r.seconds:>9.3f}{r.peak_mib:>10.1f}{r.rows or '':>7}{r.nbytes or '':>11}")
+    print(f"{'polygonize total':<24}{total:>9.3f}")
+    if args.json:
+        payload = {"size": args.size, "repeat": args.repeat, "seed": args.seed, "rows": [asdict(r) for r in rows]}
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""Vector products: the polygonized objects and the valid-data extent of a tile.
+
+Two steps, both pure:
+
+* :func:`polygonize_objects` and :func:`polygonize_extent` turn a boolean raster into a
+  :class:`geopandas.GeoDataFrame` in the tile's CRS;
+* :func:`encode_geoparquet` turns such a frame into GeoParquet 1.1 bytes, and
+  :func:`write_geopackage` writes it as a byte-reproducible GeoPackage to a local
+  staging path that the caller owns.
+
+Geometry model: a *region* is a set of set pixels that is 8-connected (pixels touching
+only at a corner belong together), and each region is one row. Its geometry is the exact
+union of its pixel squares: corners at ``transform * (col, row)``, holes kept, nothing
+simplified. A region whose pixels touch only at a corner is not a valid ``Polygon``, so
+every row is a valid ``MultiPolygon`` (usually with one part): one geometry type per
+layer, whatever the data. Exterior rings run counter-clockwise, holes clockwise.
+
+Speed: GDAL traces only what needs tracing. Objects are found through a coarse grid of
+occupied cells, and only their bounding windows are labelled and traced; the extent is
+traced at block resolution where blocks are fully valid and at pixel resolution only
+along its border, then the pieces are unioned. All geometry work happens in integer
+pixel coordinates, so the union is exact, and the affine transform is applied last.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pyproj
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+from shapely.geometry.base import BaseGeometry
+
+from darts_export.errors import InvalidTileError
+from darts_export.rasters import PROBABILITY_NODATA, probabilities_to_percent
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from numpy.typing import NDArray
+
+    from darts_export.tile import GeoRef
+
+__all__ = [
+    "EXTENT_COLUMNS",
+    "GEOMETRY_TYPE",
+    "GPKG_TIMESTAMP",
+    "OBJECT_COLUMNS",
+    "encode_geoparquet",
+    "polygonize_extent",
+    "polygonize_objects",
+    "write_geopackage",
+]
+
+logger = logging.getLogger(__name__)
+
+STAT_COLUMNS: Final = ("min", "max", "mean", "median", "std")
+OBJECT_COLUMNS: Final = ("Region_ID", *STAT_COLUMNS, "npixel", "geometry")
+"""Columns of :func:`polygonize_objects`, in order. Stats are in percent (0-100)."""
+EXTENT_COLUMNS: Final = ("Region_ID", "geometry")
+"""Columns of :func:`polygonize_extent`, in order."""
+GEOMETRY_TYPE: Final = "MultiPolygon"
+"""The geometry type of every row of both products."""
+GPKG_TIMESTAMP: Final = "2000-01-01T00:00:00Z"
+"""The ``last_change`` written to ``gpkg_contents``, pinned so that equal frames give equal files."""
+
+_EIGHT: Final = np.ones((3, 3), dtype=bool)
+_OBJECT_CELL: Final = 32
+"""Side of the coarse cells used to find object windows."""
+_EXTENT_BLOCK: Final = 128
+"""Side of the blocks traced whole when fully valid."""
+_GDAL_CONFIG_LOCK = threading.Lock()
+
+
+def polygonize_objects(
+    mask: NDArray[np.bool_], georef: GeoRef, probabilities: NDArray[np.floating[Any]] | None
+) -> gpd.GeoDataFrame:
+    """One row per 8-connected object of ``mask``, with zonal statistics of ``probabilities``.
+
+    Args:
+        mask: 2-D north-up mask of the tile (e.g. ``binarized_segmentation``); non-zero is set.
+        georef: The tile's georeference; ``mask.shape`` must equal ``georef.shape``.
+        probabilities: 2-D probabilities in [0, 1] of the same shape, NaN where unknown, or
+            ``None``, in which case the statistics columns are all NaN.
+
+    Returns:
+        A frame with :data:`OBJECT_COLUMNS`: ``Region_ID`` (int64, 1..n in raster order of
+        each object's first pixel), ``min``, ``max``, ``mean``, ``median`` and ``std``
+        (population) over the object's non-NaN pixels of the percent values that
+        ``probabilities.tif`` stores (``floor(p * 100 + 0.5)`` clipped to 0-100; float64,
+        NaN when there are none), ``npixel`` (int64, all pixels of the object) and the
+        ``MultiPolygon`` geometry, with the tile's CRS. No object gives an empty frame
+        with the same columns and dtypes.
+
+    Raises:
+        InvalidTileError: An array is not 2-D with the tile's shape, or ``probabilities``
+            is not floating point.
+    """
+    started = time.perf_counter()
+    values = None if probabilities is None else _as_probabilities(probabilities, georef)
+    with rasterio.Env():  # one GDAL environment for all windows instead of one per GDAL call
+        objects = _trace_objects(_as_mask(mask, georef, "mask"), values)
+    geometries = _group_multipolygons(objects.polygons, objects.owners, objects.count)
+    order = _raster_order(geometries)
+    stats = _zonal_stats(objects.pixel_owner, objects.pixel_percent, objects.count)
+    columns: dict[str, NDArray[Any]] = {"Region_ID": np.arange(1, objects.count + 1, dtype=np.int64)}
+    columns.update({name: stats[name][order] for name in (*STAT_COLUMNS, "npixel")})
+    frame = _frame(columns, geometries[order], georef)
+    logger.debug("Polygonized %d objects in %.3f s", objects.count, time.perf_counter() - started)
+    return frame
+
+
+def polygonize_extent(valid: NDArray[np.bool_], georef: GeoRef) -> gpd.GeoDataFrame:
+    """One row per 8-connected region of valid data (e.g. ``extent > 0``).
+
+    Args:
+        valid: 2-D north-up mask of valid pixels; non-zero is valid.
+        georef: The tile's georeference; ``valid.shape`` must equal ``georef.shape``.
+
+    Returns:
+        A frame with :data:`EXTENT_COLUMNS`: ``Region_ID`` (int64, 1..n in raster order of
+        each region's first pixel) and the ``MultiPolygon`` geometry, with the tile's CRS.
+
+    Raises:
+        InvalidTileError: ``valid`` is not 2-D with the tile's shape.
+    """
+    started = time.perf_counter()
+    with rasterio.Env():
+        pieces = _extent_pieces(_as_mask(valid, georef, "valid"))
+    # The union keeps a vertex wherever a block seam met the outline; dropping exactly collinear
+    # vertices (tolerance 0, integer coordinates) changes no edge, only how it is written.
+    parts = shapely.get_parts(shapely.simplify(shapely.union_all(_make_valid(pieces)), 0.0)) if pieces.size else pieces
+    regions = _touching_groups(parts)
+    count = int(regions.max()) + 1 if regions.size else 0
+    geometries = _group_multipolygons(parts, regions, count)
+    order = _raster_order(geometries)
+    columns: dict[str, NDArray[Any]] = {"Region_ID": np.arange(1, count + 1, dtype=np.int64)}
+    frame = _frame(columns, geometries[order], georef)
+    logger.debug("Polygonized %d extent regions in %.3f s", count, time.perf_counter() - started)
+    return frame
+
+
+def encode_geoparquet(frame: gpd.GeoDataFrame) -> bytes:
+    """Encode ``frame`` as GeoParquet 1.1: WKB, PROJJSON CRS, ``bbox`` covering column, zstd.
+
+    Raises:
+        InvalidTileError: The frame has no CRS.
+    """
+    _require_crs(frame)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=True)
+    return buffer.getvalue()
+
+
+def write_geopackage(frame: gpd.GeoDataFrame, path: Path, *, layer: str) -> None:
+    """Write ``frame`` as layer ``layer`` of a new GeoPackage at the local ``path``.
+
+    Any file at ``path`` is replaced. The layer is typed ``MultiPolygon`` (single
+    polygons are promoted), has the frame's SRS and a spatial index, and the file is
+    byte-for-byte the same for the same frame: ``gpkg_contents.last_change`` is pinned
+    to :data:`GPKG_TIMESTAMP` instead of the wall clock.
+
+    Raises:
+        InvalidTileError: The frame has no CRS or ``layer`` is empty.
+    """
+    _require_crs(frame)
+    if not layer:
+        raise InvalidTileError("The GeoPackage layer name is empty; pass a name such as 'prediction_segments'.")
+    path.unlink(missing_ok=True)  # GDAL would update an existing file in place, which is not reproducible
+    with _gdal_config({"OGR_CURRENT_DATE": GPKG_TIMESTAMP}):
+        pyogrio.write_dataframe(
+            frame, path, layer=layer, driver="GPKG", geometry_type=GEOMETRY_TYPE, promote_to_multi=True
+        )
+
+
+# --- inputs and outputs -------------------------------------------------------------
+
+
+def _as_mask(array: NDArray[Any], georef: GeoRef, name: str) -> NDArray[np.bool_]:
+    """``array`` as a boolean mask of the tile's shape (a view when it already is one)."""
+    data = np.asarray(array)
+    if data.shape != georef.shape:
+        raise InvalidTileError(
+            f"{name} has shape {data.shape} but the tile is {georef.shape} (height, width); "
+            "pass a 2-D array of the tile itself."
+        )
+    return data if data.dtype == np.bool_ else data != 0
+
+
+def _as_probabilities(array: NDArray[Any], georef: GeoRef) -> NDArray[np.floating[Any]]:
+    """Check that ``array`` is floating point with the tile's shape."""
+    data = np.asarray(array)
+    if data.shape != georef.shape or not np.issubdtype(data.dtype, np.floating):
+        raise InvalidTileError(
+            f"probabilities must be a floating-point array of shape {georef.shape}, "
+            f"got {data.dtype} of shape {data.shape}."
+        )
+    return data
+
+
+def _percent(probabilities: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """The percent values of ``probabilities.tif`` (rounded, halves up, clipped to 0-100), NaN where unknown."""
+    # As one row, so that probabilities_to_percent converts it in one block rather than 512 values at a time.
+    encoded: NDArray[np.uint8] = probabilities_to_percent(probabilities.reshape(1, -1))[0]
+    percent = encoded.astype(np.float64)
+    percent[encoded == PROBABILITY_NODATA] = np.nan
+    return percent
+
+
+def _require_crs(frame: gpd.GeoDataFrame) -> None:
+    if frame.crs is None:
+        raise InvalidTileError("The frame has no CRS; build it with polygonize_* or call frame.set_crs(...).")
+
+
+def _frame(columns: dict[str, NDArray[Any]], geometries: NDArray[np.object_], georef: GeoRef) -> gpd.GeoDataFrame:
+    """A frame of ``columns`` plus the pixel-space ``geometries`` moved into the tile's CRS."""
+    t = georef.transform
+    scale, offset = np.array([t.a, t.e]), np.array([t.c, t.f])
+    moved = shapely.transform(geometries, lambda xy: xy * scale + offset)
+    oriented = shapely.orient_polygons(moved, exterior_cw=False)  # y flips, so re-orient after moving
+    crs = pyproj.CRS.from_wkt(georef.crs.to_wkt(version="WKT2_2019"))
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(oriented, crs=crs))
+
+
+@contextmanager
+def _gdal_config(options: dict[str, str]) -> Iterator[None]:
+    """Set pyogrio's GDAL config ``options`` for the block, then restore the previous values."""
+    with _GDAL_CONFIG_LOCK:
+        previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
+        pyogrio.set_gdal_config_options(options)
+        try:
+            yield
+        finally:
+            pyogrio.set_gdal_config_options(previous)
+
+
+# --- tracing --------------------------------------------------------------------------
+
+
+def _trace(
+    raster: NDArray[Any], *, mask: NDArray[np.bool_], origin: tuple[int, int], scale: int = 1
+) -> tuple[list[BaseGeometry], list[int]]:
+    """GDAL's 8-connected polygons of ``raster`` where ``mask``, in pixel coordinates of the tile.
+
+    ``origin`` is the (column, row) of the window's first pixel; each raster cell spans
+    ``scale`` pixels.
+    """
+    transform = Affine(scale, 0.0, origin[0], 0.0, scale, origin[1])
+    polygons: list[BaseGeometry] = []
+    values: list[int] = []
+    for geojson, value in rasterio.features.shapes(raster, mask=mask, connectivity=8, transform=transform):
+        shell, *holes = (np.asarray(ring) for ring in geojson["coordinates"])
+        polygons.append(shapely.Polygon(shell, holes))
+        values.append(int(value))
+    return polygons, values
+
+
+def _block_counts(mask: NDArray[np.bool_], block: int) -> NDArray[np.int64]:
+    """Number of set pixels in each ``block`` × ``block`` cell; the last row/column of cells may be smaller."""
+    height, width = mask.shape
+    starts = np.arange(0, width, block)
+    counts = np.empty((-(-height // block), starts.size), dtype=np.int64)
+    pixels = mask.view(np.uint8)
+    for i, top in enumerate(range(0, height, block)):
+        column_sums = pixels[top : top + block].sum(axis=0, dtype=np.uint16)
+        counts[i] = np.add.reduceat(column_sums, starts, dtype=np.int64)
+    return counts
+
+
+def _object_windows(mask: NDArray[np.bool_]) -> Iterator[tuple[slice, slice, NDArray[np.bool_]]]:
+    """Windows that together hold every object whole, each once, with the pixels of other windows cleared.
+
+    Cells with any set pixel are grouped 8-connectedly; two 8-connected pixels always lie
+    in the same or in touching cells, so an object never spans two groups.
+    """
+    cell = _OBJECT_CELL
+    groups, _ = ndimage.label(_block_counts(mask, cell) > 0, structure=_EIGHT)
+    height, width = mask.shape
+    for group, (cell_rows, cell_cols) in enumerate(ndimage.find_objects(groups), start=1):
+        rows = slice(cell_rows.start * cell, min(cell_rows.stop * cell, height))
+        cols = slice(cell_cols.start * cell, min(cell_cols.stop * cell, width))
+        window = mask[rows, cols]
+        cells = groups[cell_rows, cell_cols]
+        if np.any((cells != group) & (cells != 0)):  # the bounding box reaches into another group
+            inside = np.repeat(np.repeat(cells == group, cell, axis=0), cell, axis=1)
+            window = window & inside[: window.shape[0], : window.shape[1]]
+        yield rows, cols, window
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Objects:
+    """Objects traced window by window; ids are 0-based in the order they were found."""
+
+    count: int
+    polygons: NDArray[np.object_]  # GDAL polygons, pixel coordinates
+    owners: NDArray[np.int64]  # the object of each polygon
+    pixel_owner: NDArray[np.int64]  # the object of every object pixel
+    pixel_percent: NDArray[np.float64]  # their percent as in probabilities.tif, NaN where unknown
+
+
+def _trace_objects(mask: NDArray[np.bool_], probabilities: NDArray[np.floating[Any]] | None) -> _Objects:
+    """Label (8-connected) and trace every object of ``mask`` inside its window."""
+    polygons: list[BaseGeometry] = []
+    owners: list[int] = []
+    pixel_owner: list[NDArray[np.int64]] = [np.empty(0, dtype=np.int64)]
+    pixel_percent: list[NDArray[np.float64]] = [np.empty(0)]
+    count = 0
+    for rows, cols, window in _object_windows(mask):
+        labels, found = ndimage.label(window, structure=_EIGHT)
+        inside = np.flatnonzero(labels)
+        pixel_owner.append(labels.ravel()[inside] + np.int64(count - 1))
+        if probabilities is None:
+            pixel_percent.append(np.full(inside.size, np.nan))
+        else:
+            pixel_percent.append(_percent(probabilities[rows, cols].ravel()[inside]))
+        traced, values = _trace(labels, mask=labels > 0, origin=(cols.start, rows.start))
+        polygons += traced
+        owners += [value + count - 1 for value in values]
+        count += found
+    return _Objects(
+        count=count,
+        polygons=_object_array(polygons),
+        owners=np.asarray(owners, dtype=np.int64),
+        pixel_owner=np.concatenate(pixel_owner),
+        pixel_percent=np.concatenate(pixel_percent),
+    )
+
+
+def _extent_pieces(valid: NDArray[np.bool_]) -> NDArray[np.object_]:
+    """Polygons that exactly tile ``valid``: fully valid blocks traced whole, the rest pixel by pixel."""
+    block = _EXTENT_BLOCK
+    counts = _block_counts(valid, block)
+    full = counts == block * block  # smaller edge blocks never qualify and are traced per pixel
+    pieces, _ = _trace(full.view(np.uint8), mask=full, origin=(0, 0), scale=block)
+    mixed = (counts > 0) & ~full
+    for i, row in enumerate(mixed):
+        edges = np.diff(row.astype(np.int8), prepend=0, append=0)
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            rows, cols = slice(i * block, (i + 1) * block), slice(int(start) * block, int(stop) * block)
+            window = np.ascontiguousarray(valid[rows, cols])
+            pieces += _trace(window.view(np.uint8), mask=window, origin=(cols.start, rows.start))[0]
+    return _object_array(pieces)
+
+
+# --- geometry -------------------------------------------------------------------------
+
+
+def _object_array(geometries: Sequence[BaseGeometry]) -> NDArray[np.object_]:
+    array = np.empty(len(geometries), dtype=object)
+    array[:] = geometries
+    return array
+
+
+def _make_valid(geometries: NDArray[np.object_]) -> NDArray[np.object_]:
+    """Repair GDAL's self-touching rings (at diagonal pinches) without changing the covered area."""
+    invalid = ~shapely.is_valid(geometries)
+    if not invalid.any():
+        return geometries
+    repaired = geometries.copy()
+    repaired[invalid] = shapely.make_valid(geometries[invalid], method="structure", keep_collapsed=False)
+    return repaired
+
+
+def _group_multipolygons(polygons: NDArray[np.object_], owners: NDArray[np.int64], count: int) -> NDArray[np.object_]:
+    """One valid MultiPolygon per owner ``0 .. count - 1``, the union of that owner's polygons."""
+    if count == 0:
+        return _object_array([])
+    polygons = _make_valid(polygons)
+    order = np.argsort(owners, kind="stable")
+    groups = np.split(polygons[order], np.flatnonzero(np.diff(owners[order])) + 1)
+    merged = _object_array([group[0] if len(group) == 1 else shapely.union_all(group) for group in groups])
+    parts, owner = shapely.get_parts(merged, return_index=True)
+    return np.asarray(shapely.multipolygons(parts, indices=owner), dtype=object)
+
+
+def _touching_groups(parts: NDArray[np.object_]) -> NDArray[np.int64]:
+    """Group polygons that touch (at a corner: 8-connected pixels); 0-based group per part."""
+    if parts.size == 0:
+        return np.empty(0, dtype=np.int64)
+    left, right = shapely.STRtree(parts).query(parts, predicate="intersects")
+    graph = sparse.coo_array((np.ones(left.size, dtype=np.int8), (left, right)), shape=(parts.size, parts.size))
+    _, groups = csgraph.connected_components(graph, directed=False)
+    return np.asarray(groups, dtype=np.int64)
+
+
+def _raster_order(geometries: NDArray[np.object_]) -> NDArray[np.intp]:
+    """The order of pixel-space ``geometries`` by their first pixel in raster order (top row, then left).
+
+    That pixel's top-left corner is the geometry's vertex with the least row, then column.
+    """
+    if geometries.size == 0:
+        return np.empty(0, dtype=np.intp)
+    xy, owner = shapely.get_coordinates(geometries, return_index=True)
+    by_corner = np.lexsort((xy[:, 0], xy[:, 1], owner))
+    first = by_corner[np.flatnonzero(np.diff(owner[by_corner], prepend=-1))]
+    return np.lexsort((xy[first, 0], xy[first, 1]))
+
+
+def _zonal_stats(
+    owner: NDArray[np.int64], percent: NDArray[np.float64], count: int
+) -> dict[str, NDArray[np.floating[Any]] | NDArray[np.int64]]:
+    """Per-owner min, max, mean, median, population std over non-NaN ``percent``, and the pixel count."""
+    npixel = np.bincount(owner, minlength=count).astype(np.int64)
+    known = ~np.isnan(percent)
+    owner, percent = owner[known], percent[known]
+    n = np.bincount(owner, minlength=count)
+    has = n > 0
+    mean = np.full(count, np.nan)
+    np.divide(np.bincount(owner, percent, count), n, out=mean, where=has)
+    variance = np.full(count, np.nan)
+    deviation = percent - mean[owner]
+    np.divide(np.bincount(owner, deviation * deviation, count), n, out=variance, where=has)
+    ordered = percent[np.lexsort((percent, owner))]
+    start = np.cumsum(n) - n
+
+    def pick(index: NDArray[np.int64]) -> NDArray[np.float64]:
+        picked = np.full(count, np.nan)
+        picked[has] = ordered[index[has]]
+        return picked
+
+    return {
+        "min": pick(start),
+        "max": pick(start + n - 1),
+        "mean": mean,
+        "median": (pick(start + (n - 1) // 2) + pick(start + n // 2)) / 2.0,
+        "std": np.sqrt(variance),
+        "npixel": npixel,
+    }

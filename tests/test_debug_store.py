@@ -1,0 +1,120 @@
+"""The Zarr debug store: written straight to local/memory/S3, reopened with xarray, checksummed as documented."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from conftest import Target
+from darts_export import debug_store
+from darts_export.debug_store import write_debug_store
+from darts_export.errors import StorageError
+from darts_export.storage import Storage
+from darts_export.synthetic import make_synthetic_tile
+
+REL = "darts_inference_debug.zarr"
+
+
+def _url(target: Target, rel: str) -> str:
+    return f"{target.out_dir.rstrip('/')}/{rel}"
+
+
+def _read_options(target: Target) -> dict[str, Any] | None:
+    """The target's storage options for zarr's own (asynchronous) filesystem.
+
+    Without ``skip_instance_cache`` fsspec reuses one cached S3 client for every read in the
+    test session; a fresh client per read would be garbage-collected with its aiohttp session
+    still open (zarr never closes the filesystems it creates), an unraisable ResourceWarning.
+    """
+    if target.storage_options is None:
+        return None
+    return {k: v for k, v in target.storage_options.items() if k != "skip_instance_cache"}
+
+
+def _open(target: Target, **kwargs: Any) -> xr.Dataset:
+    return xr.open_zarr(_url(target, REL), consolidated=True, storage_options=_read_options(target), **kwargs)
+
+
+def _tree_checksum(target: Target, rel: str) -> tuple[int, str]:
+    """The documented tree checksum, recomputed with an independent client.
+
+    SHA-256 over the sorted lines ``<path inside rel>\\t<size>\\t<sha256 hex>\\n``, as a multihash.
+    """
+    fs = target.fs()
+    base = target.path(rel).rstrip("/")
+    lines = []
+    total = 0
+    for full in sorted(fs.find(base)):
+        inner = str(full).split(base.lstrip("/"), 1)[1].lstrip("/")
+        data = fs.cat_file(full)
+        total += len(data)
+        lines.append(f"{inner}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\n")
+    return total, "1220" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def test_store_reopens_with_crs_and_values(target: Target) -> None:
+    tile = make_synthetic_tile(64, seed=21)
+    before = tile.copy(deep=True)
+    encodings = {name: dict(var.encoding) for name, var in tile.variables.items()}
+    storage = Storage.open(target.out_dir, target.storage_options)
+
+    stored = write_debug_store(tile, storage, REL)
+
+    raw = _open(target, mask_and_scale=False)
+    assert raw.rio.crs == tile.rio.crs
+    assert raw.rio.transform() == tile.rio.transform()
+    assert set(raw.data_vars) == set(tile.data_vars)
+    for name, variable in tile.data_vars.items():
+        assert raw[name].dtype == variable.dtype, name
+        np.testing.assert_array_equal(raw[name].values, variable.values, err_msg=str(name))
+    decoded = _open(target)
+    assert decoded.rio.crs == tile.rio.crs
+    np.testing.assert_array_equal(decoded["probabilities"].values, tile["probabilities"].values)  # NaN where invalid
+    # Zarr v3 with consolidated metadata at the root.
+    root = json.loads(target.fs().cat_file(target.path(f"{REL}/zarr.json")))
+    assert root["zarr_format"] == 3
+    assert "probabilities" in root["consolidated_metadata"]["metadata"]
+    # The caller's tile: values, attributes and encodings untouched.
+    xr.testing.assert_identical(tile, before)
+    assert {name: dict(var.encoding) for name, var in tile.variables.items()} == encodings
+    # Size and checksum: what Storage.describe_tree reports, and the documented definition.
+    assert stored == storage.describe_tree(REL)
+    assert (stored.size, stored.checksum) == _tree_checksum(target, REL)
+    assert stored.path == REL
+
+
+def test_chunks_and_compression_follow_the_layout(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_store, "DEBUG_CHUNK_SIZE", 32)
+    tile = make_synthetic_tile(80, seed=22, with_inputs=False)
+    storage = Storage.open(target.out_dir, target.storage_options)
+    write_debug_store(tile, storage, REL)
+    group = zarr.open_group(_url(target, REL), mode="r", storage_options=_read_options(target), zarr_format=3)
+    array = group["probabilities"]
+    assert isinstance(array, zarr.Array)
+    assert array.chunks == (32, 32)
+    assert [type(c).__name__ for c in array.compressors] == ["ZstdCodec"]
+    window = _open(target)["probabilities"][40:72, 8:40].values  # a window across four chunks
+    np.testing.assert_array_equal(window, tile["probabilities"].values[40:72, 8:40])
+
+
+def test_rewrite_leaves_no_stale_objects(target: Target) -> None:
+    storage = Storage.open(target.out_dir, target.storage_options)
+    first = write_debug_store(make_synthetic_tile(48, seed=23), storage, REL)
+    second = write_debug_store(make_synthetic_tile(48, seed=24, with_inputs=False), storage, REL)
+    assert second.checksum != first.checksum
+    reopened = _open(target)
+    assert set(reopened.data_vars) == {"probabilities", "binarized_segmentation", "extent"}
+    assert not target.fs().exists(target.path(f"{REL}/red"))
+    assert (second.size, second.checksum) == _tree_checksum(target, REL)
+
+
+def test_missing_bucket_is_a_storage_error(s3_storage_options: dict[str, object]) -> None:
+    storage = Storage.open("s3://no-such-bucket-for-darts/x", s3_storage_options)
+    with pytest.raises(StorageError):
+        write_debug_store(make_synthetic_tile(32, seed=25, with_inputs=False), storage, REL)

@@ -1,0 +1,394 @@
+"""The STAC Item: offline schema validation, projection/file/raster fields, same shape for every tile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import pystac
+import pytest
+import rasterio.warp
+import shapely
+import xarray as xr
+from pystac.validation import JsonSchemaSTACValidator
+from shapely.geometry import shape
+
+from conftest import SHARED
+from darts_export.cog import BandStatistics, RasterBand, band_statistics
+from darts_export.errors import InvalidTileError
+from darts_export.manifest import Artifact, Manifest
+from darts_export.products import ITEM_NAME, MediaType
+from darts_export.stac import (
+    FOOTPRINT_MAX_VERTICES,
+    acquisition_datetime,
+    asset_key,
+    build_item,
+    encode_item,
+    footprint,
+    footprint_bbox,
+)
+from darts_export.synthetic import make_synthetic_tile
+from darts_export.tile import TileView
+
+# --- offline validation -------------------------------------------------------------------------
+
+_EXTENSION_SCHEMAS = {
+    "https://stac-extensions.github.io/projection/v2.0.0/schema.json": "projection_v2.0.0.json",
+    "https://stac-extensions.github.io/raster/v1.1.0/schema.json": "raster_v1.1.0.json",
+    "https://stac-extensions.github.io/raster/v2.0.0/schema.json": "raster_v2.0.0.json",
+    "https://stac-extensions.github.io/file/v2.1.0/schema.json": "file_v2.1.0.json",
+}
+_PROJJSON_URI = "https://proj.org/schemas/v0.7/projjson.schema.json"
+
+
+class SchemaFetchError(AssertionError):
+    """Validation needed a schema that is not in the offline cache (it would have been downloaded)."""
+
+
+class OfflineValidator(JsonSchemaSTACValidator):
+    """pystac's validator with every schema pre-loaded; asking for any other schema fails the test.
+
+    The cache holds the core schemas pystac bundles (item, collection, catalog, GeoJSON), the
+    extension schemas in ``shared/schemas/stac/`` and the PROJJSON schema pyproj ships (the
+    projection extension refers to it). pystac reads a schema through ``_get_schema`` (for the
+    top-level schema and for every ``$ref`` the ``referencing`` registry cannot resolve), so
+    refusing there means nothing is ever fetched.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        for uri, name in _EXTENSION_SCHEMAS.items():
+            self.schema_cache[uri] = json.loads((SHARED / "schemas" / "stac" / name).read_text())
+        projjson = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
+        self.schema_cache[_PROJJSON_URI] = json.loads(projjson.read_text())
+
+    def _get_schema(self, schema_uri: str) -> dict[str, Any]:
+        if schema_uri not in self.schema_cache:
+            raise SchemaFetchError(f"validation would fetch {schema_uri!r}; add it to the offline schema cache")
+        return super()._get_schema(schema_uri)
+
+
+@pytest.fixture(scope="module")
+def validator() -> OfflineValidator:
+    return OfflineValidator()
+
+
+def validate_offline(obj: pystac.STACObject | Mapping[str, Any], validator: OfflineValidator) -> list[str]:
+    """Validate a STAC object (or its JSON) against core + extension schemas; return the schema URIs used."""
+    data = obj.to_dict(include_self_link=False, transform_hrefs=False) if isinstance(obj, pystac.STACObject) else obj
+    return pystac.validation.validate_dict(dict(data), validator=validator)
+
+
+# --- building items from hand-made manifests ----------------------------------------------------
+
+
+def _checksum(text: str) -> str:
+    return "1220" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _manifest(
+    view: TileView, *, tile_id: str, created: str, sizes: tuple[int, ...] = (1000, 2000, 3000, 4000)
+) -> Manifest:
+    georef = view.georef
+    artifacts = (
+        Artifact(
+            path="probabilities.tif",
+            size=sizes[0],
+            checksum=_checksum(f"{tile_id}p"),
+            media_type=MediaType.COG,
+            roles=("data",),
+            product="probabilities",
+        ),
+        Artifact(
+            path="prediction_segments.parquet",
+            size=sizes[1],
+            checksum=_checksum(f"{tile_id}s"),
+            media_type=MediaType.GEOPARQUET,
+            roles=("data",),
+            product="polygonized",
+        ),
+        Artifact(
+            path="prediction_segments.gpkg",
+            size=sizes[2],
+            checksum=_checksum(f"{tile_id}g"),
+            media_type=MediaType.GEOPACKAGE,
+            roles=("data",),
+            product="polygonized",
+        ),
+        Artifact(
+            path="thumbnail.jpg",
+            size=sizes[3],
+            checksum=_checksum(f"{tile_id}t"),
+            media_type=MediaType.JPEG,
+            roles=("thumbnail",),
+            product="thumbnail",
+        ),
+        Artifact(
+            path="darts_inference_debug.zarr",
+            size=12345,
+            checksum=_checksum(f"{tile_id}z"),
+            media_type=MediaType.ZARR,
+            roles=("debug",),
+            product="debug",
+            type="directory",
+        ),
+    )
+    return Manifest(
+        tile_id=tile_id,
+        crs=georef.crs_code,
+        crs_wkt=georef.crs.to_wkt(),
+        shape=georef.shape,
+        transform=tuple(georef.transform)[:6],  # type: ignore[arg-type]
+        bounds=georef.bounds,
+        created=created,
+        version="0.0.0",
+        options={},
+        artifacts=artifacts,
+        location="memory://x",
+    )
+
+
+def _bands(view: TileView) -> dict[str, tuple[RasterBand, ...]]:
+    prob = view.array("probabilities")
+    percent = np.where(np.isnan(prob), 255, np.round(prob * 100)).astype(np.uint8)
+    return {
+        "probabilities.tif": (
+            RasterBand(
+                name="probabilities",
+                data_type="uint8",
+                nodata=255,
+                scale=0.01,
+                offset=0.0,
+                statistics=band_statistics(percent, 255),
+            ),
+        )
+    }
+
+
+def make_item(tile: xr.Dataset, *, tile_id: str = "T06WVS", metadata: Mapping[str, Any] | None = None) -> pystac.Item:
+    view = TileView(tile)
+    created = "2024-05-01T12:00:00Z"
+    return build_item(
+        _manifest(view, tile_id=tile_id, created=created),
+        view,
+        metadata=metadata if metadata is not None else {"tile_id": tile_id},
+        raster_bands=_bands(view),
+    )
+
+
+def _skeleton(value: Any) -> Any:
+    """The shape of a JSON value: keys and value types, not values (lists by their first element)."""
+    if isinstance(value, dict):
+        return {k: _skeleton(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_skeleton(value[0])] if value else []
+    return type(value).__name__
+
+
+def antimeridian_tile() -> xr.Dataset:
+    """A 64² tile in UTM zone 60N at ~70°N whose eastern part lies beyond 180°E."""
+    size, pixel = 64, 1000.0
+    x = 590_000 + pixel * (np.arange(size) + 0.5)
+    y = 7_800_000 - pixel * (np.arange(size) + 0.5)
+    prob = np.full((size, size), 0.2, dtype=np.float32)
+    tile = xr.Dataset({"probabilities": (("y", "x"), prob)}, coords={"x": x, "y": y})
+    return tile.rio.write_crs("EPSG:32660")
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_item_validates_offline_against_core_and_extension_schemas(validator: OfflineValidator) -> None:
+    item = make_item(make_synthetic_tile(64, seed=1, with_inputs=False))
+    used = validate_offline(item, validator)
+    assert set(item.stac_extensions) == {
+        "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+        "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    }
+    assert set(item.stac_extensions) <= set(used)
+    assert any(uri.endswith("item-spec/json-schema/item.json") for uri in used)
+    # The encoded bytes validate too, as a reader sees them.
+    validate_offline(json.loads(encode_item(item)), validator)
+
+
+def test_validator_refuses_to_fetch_and_catches_invalid_items(validator: OfflineValidator) -> None:
+    data = make_item(make_synthetic_tile(32, seed=2, with_inputs=False)).to_dict(include_self_link=False)
+    unknown = {**data, "stac_extensions": [*data["stac_extensions"], "https://example.com/ext/v1.0.0/schema.json"]}
+    with pytest.raises(SchemaFetchError, match=r"example\.com"):
+        validate_offline(unknown, validator)
+    bad = json.loads(json.dumps(data))
+    bad["properties"]["proj:shape"] = ["64", "64"]
+    with pytest.raises(pystac.errors.STACValidationError):
+        validate_offline(bad, validator)
+    bad = json.loads(json.dumps(data))
+    bad["assets"]["probabilities"]["file:checksum"] = "not-a-multihash!"
+    with pytest.raises(pystac.errors.STACValidationError):
+        validate_offline(bad, validator)
+
+
+def test_projection_fields_describe_the_grid() -> None:
+    tile = make_synthetic_tile(48, seed=3, with_inputs=False)
+    georef = TileView(tile).georef
+    props = make_item(tile).properties
+    assert props["proj:code"] == "EPSG:32606"
+    assert props["proj:shape"] == [48, 48]
+    assert props["proj:transform"] == list(tuple(georef.transform)[:6])
+    assert props["proj:bbox"] == list(georef.bounds)
+    assert "proj:epsg" not in props  # projection v2 dropped it
+
+
+def test_assets_carry_the_manifest_checksums_and_relative_hrefs() -> None:
+    tile = make_synthetic_tile(32, seed=4, with_inputs=False)
+    view = TileView(tile)
+    manifest = _manifest(view, tile_id="X", created="2024-05-01T12:00:00Z")
+    item = build_item(manifest, view, metadata={}, raster_bands=_bands(view))
+    assert len(item.assets) == len(manifest.artifacts)
+    for artifact in manifest.artifacts:
+        asset = item.assets[asset_key(artifact.path)]
+        assert asset.href == f"./{artifact.path}"
+        assert asset.media_type == artifact.media_type
+        assert asset.roles == list(artifact.roles)
+        if artifact.type == "file":
+            assert asset.extra_fields["file:checksum"] == artifact.checksum
+            assert asset.extra_fields["file:size"] == artifact.size
+        else:  # a directory's checksum is darts-export's own definition, not a file's
+            assert "file:checksum" not in asset.extra_fields
+    assert set(item.assets) == {
+        "probabilities",
+        "prediction_segments-parquet",
+        "prediction_segments-gpkg",
+        "thumbnail",
+        "darts_inference_debug",
+    }
+    band = item.assets["probabilities"].extra_fields["raster:bands"][0]
+    assert band["name"] == "probabilities"
+    assert band["data_type"] == "uint8"
+    assert (band["nodata"], band["scale"], band["offset"]) == (255.0, 0.01, 0.0)
+    assert 0 < band["statistics"]["valid_percent"] <= 100
+    encoded = json.loads(encode_item(item))
+    assert not any(link["rel"] == "self" for link in encoded["links"])
+    assert {"rel": "describedby", "href": "./manifest.json"}.items() <= encoded["links"][0].items()
+    assert ITEM_NAME == "item.json"
+
+
+def test_nan_nodata_and_empty_statistics_stay_valid_json(validator: OfflineValidator) -> None:
+    tile = make_synthetic_tile(32, seed=5, with_inputs=False)
+    view = TileView(tile)
+    nan_stats = BandStatistics(minimum=np.nan, maximum=np.nan, mean=np.nan, stddev=np.nan, valid_percent=0.0)
+    bands = {"probabilities.tif": (RasterBand(name="p", data_type="float32", nodata=np.nan, statistics=nan_stats),)}
+    item = build_item(
+        _manifest(view, tile_id="N", created="2024-05-01T12:00:00Z"), view, metadata={}, raster_bands=bands
+    )
+    encoded = json.loads(encode_item(item))  # allow_nan=False: would raise on NaN
+    band = encoded["assets"]["probabilities"]["raster:bands"][0]
+    assert band["nodata"] == "nan"
+    assert band["statistics"] == {"valid_percent": 0.0}
+    validate_offline(encoded, validator)
+
+
+def test_two_different_tiles_give_items_of_the_same_shape(validator: OfflineValidator) -> None:
+    first = make_item(
+        make_synthetic_tile(64, seed=11),
+        tile_id="T06WVS",
+        metadata={"tile_id": "T06WVS", "datetime": "2023-07-01T10:00:00Z", "cloud_cover": 3, "model": "v1"},
+    )
+    second = make_item(
+        make_synthetic_tile(96, seed=12, with_inputs=False),
+        tile_id="T07WXR",
+        metadata={"tile_id": "T07WXR", "datetime": "2023-08-02", "cloud_cover": 12.5, "model": {"name": "v2"}},
+    )
+    a, b = (json.loads(encode_item(i)) for i in (first, second))
+    assert a["properties"] != b["properties"]
+    assert set(a["properties"]) == set(b["properties"])
+    assert set(a["assets"]) == set(b["assets"])
+    for key in ("properties", "assets", "links", "bbox", "stac_extensions"):
+        assert _skeleton(a[key]) == _skeleton(b[key]), key
+    assert a["properties"]["darts:cloud_cover"] == "3"
+    assert b["properties"]["darts:cloud_cover"] == "12.5"
+    for data in (a, b):
+        validate_offline(data, validator)
+
+
+def test_datetime_from_metadata_else_export_time() -> None:
+    tile = make_synthetic_tile(32, seed=6, with_inputs=False)
+    acquired = make_item(tile, metadata={"acquisition_time": "2023-06-15T10:30:00"})
+    assert acquired.datetime is not None
+    assert acquired.datetime.isoformat() == "2023-06-15T10:30:00+00:00"
+    assert acquired.properties["created"] == "2024-05-01T12:00:00Z"
+    offset = make_item(tile, metadata={"datetime": "2023-06-15T12:30:00+02:00"})
+    assert offset.datetime == acquired.datetime
+    exported = make_item(tile, metadata={})
+    assert exported.datetime is not None
+    assert exported.datetime.isoformat() == "2024-05-01T12:00:00+00:00"
+    assert acquisition_datetime({"datetime": ""}) is None
+    with pytest.raises(InvalidTileError, match="ISO 8601"):
+        make_item(tile, metadata={"datetime": "15/06/2023"})
+
+
+def test_footprint_covers_the_valid_pixels_with_few_vertices() -> None:
+    tile = make_synthetic_tile(256, seed=8, with_inputs=False)
+    view = TileView(tile)
+    geometry = footprint(view)
+    geom = shape(geometry)
+    assert geom.is_valid
+    assert geom.geom_type in ("Polygon", "MultiPolygon")
+    assert shapely.get_num_coordinates(geom) <= FOOTPRINT_MAX_VERTICES
+    rows, cols = np.nonzero(view.array("extent"))
+    xs, ys = view.georef.transform * (cols + 0.5, rows + 0.5)
+    lon, lat = rasterio.warp.transform(view.georef.crs, "EPSG:4326", xs, ys)
+    assert shapely.contains_xy(geom.buffer(1e-6), np.asarray(lon), np.asarray(lat)).all()
+    tile_box = shapely.box(*rasterio.warp.transform_bounds(view.georef.crs, "EPSG:4326", *view.georef.bounds))
+    assert geom.area < tile_box.area  # the invalid corner is cut off
+    assert footprint_bbox(geometry) == pytest.approx(list(geom.bounds))
+
+
+def test_footprint_is_split_at_the_antimeridian(validator: OfflineValidator) -> None:
+    tile = antimeridian_tile()
+    item = make_item(tile, tile_id="T60WXX")
+    geom = shape(item.geometry)
+    assert geom.geom_type == "MultiPolygon"
+    assert geom.is_valid
+    lons = shapely.get_coordinates(geom)[:, 0]
+    assert lons.min() >= -180
+    assert lons.max() <= 180
+    assert lons.max() == pytest.approx(180)
+    assert lons.min() == pytest.approx(-180)
+    west, south, east, north = item.bbox or []
+    assert west > east  # RFC 7946: a bbox across the antimeridian
+    assert 170 < west < 180
+    assert -180 < east < -170
+    assert 69 < south < north < 71
+    validate_offline(item, validator)
+
+
+def test_build_item_leaves_its_inputs_alone() -> None:
+    tile = make_synthetic_tile(32, seed=9, with_inputs=False)
+    before = tile.copy(deep=True)
+    metadata = {"tile_id": "A", "nested": {"k": [1, 2]}}
+    snapshot = json.loads(json.dumps(metadata))
+    make_item(tile, metadata=metadata)
+    xr.testing.assert_identical(tile, before)
+    assert metadata == snapshot
+
+
+def test_clashing_asset_keys_are_rejected() -> None:
+    tile = make_synthetic_tile(32, seed=10, with_inputs=False)
+    view = TileView(tile)
+    manifest = _manifest(view, tile_id="C", created="2024-05-01T12:00:00Z")
+    clash = Artifact(
+        path="probabilities.json",
+        size=1,
+        checksum=_checksum("x"),
+        media_type=MediaType.JSON,
+        roles=("metadata",),
+        product="probabilities",
+    )
+    manifest = Manifest(**{**manifest.__dict__, "artifacts": (*manifest.artifacts, clash)})
+    with pytest.raises(InvalidTileError, match="asset key 'probabilities'"):
+        build_item(manifest, view, metadata={}, raster_bands={})
