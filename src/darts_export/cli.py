@@ -1,52 +1,576 @@
-"""The ``darts-export`` command line: a thin layer over the library."""
+"""The ``darts-export`` command line: a thin layer over the library.
+
+Commands: ``export`` (a tile saved as Zarr or NetCDF), ``demo`` (a synthetic tile),
+``verify``, ``sync`` (publish exports that fell back to a local folder) and ``stac``.
+Every command takes ``--json`` (machine-readable result on stdout), ``-v``/``-q``
+(log levels) and, where it touches storage, ``--storage-option KEY=VALUE``; ``s3://``
+URLs otherwise use the standard AWS environment (``AWS_PROFILE``, ``AWS_ENDPOINT_URL``, ...).
+Progress bars (rich) and logs go to stderr; bars only when stderr is a terminal.
+
+Exit codes:
+
+* 0 — success;
+* 1 — verification failed, or a sync left exports behind;
+* 2 — usage error (bad option, argument or URL protocol);
+* 3 — bad input: the tile, a band, a subset or the metadata, an input that cannot be opened, or no
+  export under the ROOT of ``stac``;
+* 4 — storage error: the target is unreachable, or reading/writing it failed;
+* 5 — an export already exists at the target (``--no-overwrite``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
-import sys
-import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from rasterio.errors import NotGeoreferencedWarning
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from darts_export.__about__ import __version__
-from darts_export.errors import ExportError
-from darts_export.export import export_tile
-from darts_export.synthetic import make_synthetic_tile
+from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, StorageError, UnsupportedTargetError
+from darts_export.products import DEFAULT_BANDS, Product, expected_paths
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from darts_export.manifest import Manifest
+    from darts_export.sync import FallbackExport
+
+__all__ = ["ExitCode", "main"]
+
+logger = logging.getLogger(__name__)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ExitCode(IntEnum):
+    """The exit status of ``darts-export``."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    STORAGE = 4
+    EXISTS = 5
+
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success
+  1  verification failed, or a sync left exports behind
+  2  usage error (bad option, argument or URL protocol)
+  3  bad input: tile, band, subset, metadata, an unreadable INPUT, or no export under ROOT
+  4  storage error: target unreachable, or reading/writing failed
+  5  an export already exists at the target (--no-overwrite)"""
+
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
+_HANDLER_MARK = "_darts_export_cli"
+
+
+class CliError(click.ClickException):
+    """An error with its exit code; printed as ``Error: ...`` on stderr."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = int(exit_code)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """What every command shares: output mode, the stderr console, and the storage options."""
+
+    as_json: bool
+    quiet: bool
+    verbose: int
+    console: Console
+    storage_options: dict[str, Any] | None = None
+    overwrite: bool = True
+    fallback_dir: Path | None = None
+
+    def progress(self) -> Progress:
+        """A rich progress display on stderr, disabled when quiet or when stderr is not a terminal."""
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[step]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=self.quiet or not self.console.is_terminal,
+        )
+
+    def result(self, data: Mapping[str, Any], lines: Sequence[str]) -> None:
+        """The command's result: ``data`` as JSON with ``--json``, else ``lines`` of text."""
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            for line in lines:
+                click.echo(line)
+
+    def fail(self, exc: BaseException | str, code: ExitCode, kind: str = "InputError") -> NoReturn:
+        """Stop with exit ``code``; with ``--json`` the error is also printed as JSON on stdout."""
+        message = str(exc)
+        if self.as_json:
+            kind = type(exc).__name__ if isinstance(exc, BaseException) else kind
+            click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": int(code)}}, indent=2))
+        raise CliError(message, code) from (exc if isinstance(exc, BaseException) else None)
+
+    @contextlib.contextmanager
+    def translated(self) -> Iterator[None]:
+        """Map library exceptions to exit codes."""
+        try:
+            yield
+        except click.ClickException:
+            raise
+        except ArtifactExistsError as exc:
+            self.fail(exc, ExitCode.EXISTS)
+        except UnsupportedTargetError as exc:
+            self.fail(exc, ExitCode.USAGE)
+        except InvalidTileError as exc:
+            self.fail(exc, ExitCode.BAD_INPUT)
+        except StorageError as exc:
+            self.fail(exc, ExitCode.STORAGE)
+        except ExportError as exc:
+            self.fail(exc, ExitCode.FAILED)
+
+
+def _configure_logging(ctx: click.Context, level: int, console: Console) -> None:
+    """A stderr handler on the ``darts_export`` logger for this invocation, removed when it ends."""
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(click.get_text_stream("stderr"))
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    setattr(handler, _HANDLER_MARK, True)
+    package = logging.getLogger("darts_export")
+    for old in [h for h in package.handlers if getattr(h, _HANDLER_MARK, False)]:
+        package.removeHandler(old)
+    previous = package.level
+    package.addHandler(handler)
+    package.setLevel(level)
+
+    def restore() -> None:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+
+    ctx.call_on_close(restore)
+
+
+# --- option parsing -------------------------------------------------------------------------------
+
+
+def _parse_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON when they parse (numbers, booleans, objects), else strings."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+def _json_object_file(path: Path | None, option: str) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint=option) from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a JSON object, not {type(data).__name__}", param_hint=option)
+    return data
+
+
+_JSON_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUTPUT_OPTIONS = (
+    click.option("-v", "--verbose", count=True, help="More log output on stderr (-v: per tile, -vv: per artifact)."),
+    click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars."),
+    click.option("--json", "as_json", is_flag=True, help="Print the result (manifest, report) as JSON on stdout."),
+)
+_STORAGE_OPTIONS = (
+    click.option(
+        "--storage-option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An fsspec/s3fs option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000 or "
+        'client_kwargs=\'{"region_name": "eu-central-1"}\'; values are parsed as JSON when they parse. '
+        "Without any, s3:// uses the standard AWS environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...).",
+    ),
+    click.option("--storage-options-file", type=_JSON_FILE, help="Storage options as a JSON object file."),
+)
+_TARGET_OPTIONS = (
+    click.option(
+        "--overwrite/--no-overwrite",
+        default=True,
+        show_default=True,
+        help="Replace an existing export at OUT_DIR, or stop with exit code 5.",
+    ),
+    click.option(
+        "--fallback-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A local folder to write to when OUT_DIR is unreachable; publish it later with `darts-export sync`.",
+    ),
+)
+
+
+def _command(name: str, *, storage: bool = True, target: bool = False) -> Callable[[Callable[..., None]], Any]:
+    """A subcommand whose function receives a :class:`_Run` built from the shared options."""
+
+    def decorate(func: Callable[..., None]) -> Any:
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> None:
+            ctx = click.get_current_context()
+            meta = ctx.find_root().meta
+            verbose = kwargs.pop("verbose") + int(meta.get("darts_export.verbose", 0))
+            quiet = kwargs.pop("quiet") or bool(meta.get("darts_export.quiet", False))
+            level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+            console = Console(stderr=True)
+            _configure_logging(ctx, level, console)
+            options = {
+                **_json_object_file(kwargs.pop("storage_options_file", None), "--storage-options-file"),
+                **_parse_pairs(kwargs.pop("storage_option", ()), "--storage-option"),
+            }
+            run = _Run(
+                as_json=kwargs.pop("as_json"),
+                quiet=quiet,
+                verbose=verbose,
+                console=console,
+                storage_options=options or None,
+                # only the target options: `sync` has a FALLBACK_DIR argument of its own
+                overwrite=kwargs.pop("overwrite") if target else True,
+                fallback_dir=kwargs.pop("fallback_dir") if target else None,
+            )
+            func(run, **kwargs)
+
+        command = main.command(name, epilog=EXIT_CODES_HELP)(wrapper)
+        for option in (*(_TARGET_OPTIONS if target else ()), *(_STORAGE_OPTIONS if storage else ()), *_OUTPUT_OPTIONS):
+            command = option(command)  # after the command's own parameters, in this order
+        return command
+
+    return decorate
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="darts-export")
-@click.option("-v", "--verbose", count=True, help="More log output (-v: per tile, -vv: per artifact).")
-def main(verbose: int) -> None:
-    """Export DARTS segmentation tiles as COGs, GeoParquet, GeoPackage, Zarr and STAC."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+@click.option("-v", "--verbose", count=True, help="More log output, for any command (-v, -vv).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr and no progress bars, for any command.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Export DARTS segmentation tiles as COGs, GeoParquet, GeoPackage, Zarr and STAC.
+
+    OUT_DIR, TARGET and ROOT are local folders or URLs (s3://bucket/prefix, memory://, any fsspec URL).
+    """
+    ctx.meta["darts_export.verbose"] = verbose
+    ctx.meta["darts_export.quiet"] = quiet
+    # rasterio silences this warning for its in-memory datasets with warnings.catch_warnings(),
+    # which is not thread-safe before Python 3.14: with two encoder threads it can leak out
+    # although every dataset darts-export writes is georeferenced.
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
-@main.command()
+@_command("export", target=True)
+@click.argument("input_path", metavar="INPUT")
 @click.argument("out_dir")
 @click.option(
-    "--size", default=1024, show_default=True, help="Pixels per side of the synthetic tile (10980 = Sentinel-2)."
+    "-b",
+    "--band",
+    "bands",
+    multiple=True,
+    metavar="BAND",
+    help="A product to write (repeatable): probabilities, binarized, polygonized, extent, thumbnail, optical, "
+    f"dem, tcvis, metadata, or a tile variable. Default: {', '.join(DEFAULT_BANDS)}.",
 )
+@click.option("-s", "--subset", "subsets", multiple=True, metavar="NAME", help="An ensemble subset (repeatable).")
+@click.option(
+    "--meta",
+    "meta_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Metadata for the GeoTIFF tags and darts_inference.json (repeatable). JSON values are parsed "
+    "(year=2024 is a number, flag=true a boolean), anything else is a string. Overrides --meta-file.",
+)
+@click.option("--meta-file", type=_JSON_FILE, help="Metadata as a JSON object file.")
+@click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
+def export_command(
+    run: _Run,
+    input_path: str,
+    out_dir: str,
+    bands: tuple[str, ...],
+    subsets: tuple[str, ...],
+    meta_pairs: tuple[str, ...],
+    meta_file: Path | None,
+    debug: bool,
+) -> None:
+    """Export the tile INPUT to OUT_DIR.
+
+    INPUT is a tile saved as Zarr (e.g. the darts_inference_debug.zarr of an earlier export) or as
+    NetCDF (.nc), a local path or a URL; a remote INPUT with the protocol of OUT_DIR is read with the
+    same storage options.
+    """
+    metadata = {**_json_object_file(meta_file, "--meta-file"), **_parse_pairs(meta_pairs, "--meta")}
+    same_protocol = _protocol(input_path) == _protocol(out_dir)
+    with run.translated(), _open_tile(run, input_path, run.storage_options if same_protocol else None) as tile:
+        manifest = _run_export(
+            run,
+            tile,
+            out_dir,
+            label=Path(input_path.rstrip("/")).name,
+            bands=bands or DEFAULT_BANDS,
+            ensemble_subsets=subsets,
+            metadata=metadata,
+            debug=debug,
+        )
+    _report_export(run, manifest)
+
+
+@_command("demo", target=True)
+@click.argument("out_dir")
+@click.option("--size", default=1024, show_default=True, help="Pixels per side of the tile (10980 = Sentinel-2).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic tile.")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a summary.")
-def demo(out_dir: str, size: int, seed: int, as_json: bool) -> None:
-    """Generate a realistic synthetic tile and export it to OUT_DIR (a folder or URL)."""
+@click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
+def demo(run: _Run, out_dir: str, size: int, seed: int, debug: bool) -> None:
+    """Generate a realistic synthetic tile and export every product of it to OUT_DIR (a folder or URL).
+
+    The tile has a thaw-slump-like probability field, its segmentation and extent, and optical,
+    DEM and Tasseled Cap inputs; the export holds every product (COGs, vectors, thumbnail, STAC item).
+    """
+    from darts_export.synthetic import make_synthetic_tile
+
+    if size < 16:
+        raise click.BadParameter(f"at least 16 pixels, got {size}", param_hint="--size")
     tile = make_synthetic_tile(size, seed=seed)
-    started = time.perf_counter()
-    try:
-        bands = ("probabilities", "binarized", "optical", "dem", "tcvis", "metadata")
-        manifest = export_tile(tile, out_dir, bands=bands, metadata={"tile_id": f"demo-{size}-{seed}"})
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from exc
-    seconds = time.perf_counter() - started
-    if as_json:
-        click.echo(json.dumps(manifest.to_dict(), indent=2))
-        return
-    click.echo(f"Exported {manifest.tile_id} ({size}×{size} px) to {manifest.location} in {seconds:.2f} s:")
-    for artifact in manifest.artifacts:
-        click.echo(f"  {artifact.path:<40} {artifact.size:>12,d} bytes")
-    click.echo(f"  {'manifest.json':<40} (written last)")
+    with run.translated():
+        manifest = _run_export(
+            run,
+            tile,
+            out_dir,
+            label=f"demo {size}×{size}",
+            bands=tuple(Product),
+            ensemble_subsets=(),
+            metadata={"tile_id": f"demo-{size}-{seed}"},
+            debug=debug,
+        )
+    _report_export(run, manifest)
+
+
+@_command("verify")
+@click.argument("out_dir")
+def verify_command(run: _Run, out_dir: str) -> None:
+    """Re-read every artifact listed in OUT_DIR/manifest.json and compare sizes and SHA-256 checksums.
+
+    Prints one line per missing or differing artifact and exits with 1 if there is any.
+    """
+    from darts_export.verify import verify
+
+    if run.verbose == 0:  # the problems are this command's output; the library's warnings would repeat them
+        verify_logger = logging.getLogger("darts_export.verify")
+        click.get_current_context().call_on_close(functools.partial(verify_logger.setLevel, verify_logger.level))
+        verify_logger.setLevel(logging.ERROR)
+    with run.translated():
+        report = verify(out_dir, storage_options=run.storage_options)
+    summary = (
+        f"OK: {report.checked} artifacts at {report.location} match the manifest."
+        if report.ok
+        else f"FAILED: {len(report.problems)} problem(s) at {report.location}."
+    )
+    problems = [
+        {"path": p.path, "reason": p.reason, "expected": p.expected, "actual": p.actual} for p in report.problems
+    ]
+    tile_id = report.manifest.tile_id if report.manifest else None
+    data = {"location": report.location, "ok": report.ok, "checked": report.checked, "tile_id": tile_id}
+    run.result({**data, "problems": problems}, [*(str(p) for p in report.problems), summary])
+    if not report.ok:
+        raise click.exceptions.Exit(ExitCode.FAILED)
+
+
+@_command("sync")
+@click.argument("fallback_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", required=False)
+@click.option(
+    "--dry-run", is_flag=True, help="Check the local copies and list what would be published; change nothing."
+)
+def sync_command(run: _Run, fallback_dir: Path, target: str | None, dry_run: bool) -> None:
+    """Publish the exports under FALLBACK_DIR to the targets their manifests record.
+
+    With TARGET, only the exports meant for TARGET or below it: `sync ./fallback s3://bucket` publishes
+    every export meant for that bucket. Each export is verified locally, uploaded (manifest last),
+    verified at the target, and only then removed locally; a failed one stays and is reported.
+    --storage-option says how to reach the targets (endpoint, credentials).
+    """
+    from darts_export.sync import sync
+
+    with run.translated(), run.progress() as progress:
+        tasks: dict[Path, Any] = {}
+
+        def advance(export: FallbackExport, path: str) -> None:
+            if export.path not in tasks:
+                total = len(export.manifest.artifacts) + 1
+                tasks[export.path] = progress.add_task(export.target, total=total, step="")
+            progress.update(tasks[export.path], advance=1, step=path)
+
+        report = sync(fallback_dir, target, storage_options=run.storage_options, dry_run=dry_run, progress=advance)
+    lines = [
+        f"{r.status:<8} {r.target or r.local_path}  ({r.artifacts} artifacts, {r.bytes:,d} bytes)"
+        + (f": {r.error}" if r.error else "")
+        for r in report.results
+    ]
+    counts = f"{len(report.synced)} synced, {len(report.failed)} failed, {len(report.skipped)} skipped"
+    run.result(report.to_dict(), [*lines, f"{counts} under {fallback_dir}." if report.results else "Nothing to sync."])
+    if report.failed:
+        unreachable_only = not report.synced and all(r.reason == "unreachable" for r in report.failed)
+        raise click.exceptions.Exit(ExitCode.STORAGE if unreachable_only else ExitCode.FAILED)
+
+
+@_command("stac")
+@click.argument("root")
+@click.option("--id", "collection_id", default="darts", show_default=True, help="The collection's id.")
+@click.option("--description", help="The collection's description (default: a description of DARTS).")
+@click.option("--title", help="The collection's title.")
+@click.option("--license", "license_", default="other", show_default=True, help="An SPDX license identifier.")
+@click.option(
+    "--items-parquet/--no-items-parquet",
+    default=False,
+    show_default=True,
+    help="Also write the items as a stac-geoparquet table beside the collection (needs stac-geoparquet).",
+)
+@click.option("--dry-run", is_flag=True, help="Build and print the collection without writing it.")
+def stac_command(
+    run: _Run,
+    root: str,
+    collection_id: str,
+    description: str | None,
+    title: str | None,
+    license_: str,
+    items_parquet: bool,
+    dry_run: bool,
+) -> None:
+    """Build the STAC collection over every export under ROOT (a folder or URL) and write it there.
+
+    Every export's item.json under ROOT becomes an item of ROOT/collection.json, with extents that
+    span them all. Exits with 3 when there is no export under ROOT.
+    """
+    from darts_export.catalog import NoItemsError, build_collection
+
+    extra = {} if description is None else {"description": description}
+    with run.translated():
+        try:
+            collection = build_collection(
+                root,
+                storage_options=run.storage_options,
+                collection_id=collection_id,
+                title=title,
+                license=license_,
+                write=not dry_run,
+                items_parquet=items_parquet,
+                **extra,
+            )
+        except NoItemsError as exc:
+            run.fail(exc, ExitCode.BAD_INPUT)
+    items = [link.href for link in collection.links if link.rel == "item"]
+    verb = "Built" if dry_run else "Wrote"
+    run.result(collection.to_dict(), [f"{verb} STAC collection {collection.id!r} over {root}: {len(items)} items."])
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+@contextlib.contextmanager
+def _open_tile(run: _Run, source: str, storage_options: Mapping[str, Any] | None) -> Iterator[xr.Dataset]:
+    """Open a tile saved as Zarr or NetCDF, lazily, with its CRS where rioxarray finds it.
+
+    Values are read as stored (no CF masking, so integer bands keep their dtype and nodata),
+    except variables with ``scale_factor``/``add_offset``, which are decoded.
+    """
+    import fsspec
+    import xarray as xr
+
+    is_url = _protocol(source) != "file"
+    if not is_url and not Path(source.removeprefix("file://")).exists():
+        run.fail(f"Input {source!r} does not exist.", ExitCode.BAD_INPUT)
+    netcdf = source.rstrip("/").lower().endswith(_NETCDF_SUFFIXES)
+    with contextlib.ExitStack() as stack:
+
+        def open_(mask: bool | dict[str, bool]) -> xr.Dataset:
+            if netcdf:
+                handle = stack.enter_context(fsspec.open(source, "rb", **(storage_options or {})))
+                return xr.open_dataset(handle, engine="h5netcdf", decode_coords="all", mask_and_scale=mask)
+            with warnings.catch_warnings():  # a store without consolidated metadata is fine
+                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
+                return xr.open_dataset(
+                    source,
+                    engine="zarr",
+                    chunks=None,
+                    decode_coords="all",
+                    mask_and_scale=mask,
+                    storage_options=dict(storage_options) if is_url and storage_options else None,
+                )
+
+        try:
+            tile = open_(False)
+            scaled = [n for n, v in tile.variables.items() if {"scale_factor", "add_offset"} & set(v.attrs)]
+            if scaled:
+                tile.close()
+                tile = open_({str(n): n in scaled for n in tile.variables})
+        except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+            kind = "NetCDF file" if netcdf else "Zarr store"
+            run.fail(f"Cannot open {source!r} as a {kind}: {type(exc).__name__}: {exc}", ExitCode.BAD_INPUT)
+        except OSError as exc:
+            run.fail(f"Cannot read {source!r}: {type(exc).__name__}: {exc}", ExitCode.STORAGE)
+        stack.callback(tile.close)
+        logger.info("opened %s: variables %s", source, list(tile.data_vars))
+        yield tile
+
+
+def _run_export(run: _Run, tile: xr.Dataset, out_dir: str, *, label: str, **options: Any) -> Manifest:
+    """``export_tile`` with one progress bar, the artifacts as steps."""
+    from darts_export.export import export_tile
+
+    total = len(expected_paths(options["bands"], options["ensemble_subsets"], debug=options["debug"])) - 1
+    with run.progress() as progress:
+        task = progress.add_task(label, total=total, step="")
+        manifest = export_tile(
+            tile,
+            out_dir,
+            **options,
+            storage_options=run.storage_options,
+            overwrite=run.overwrite,
+            fallback_dir=run.fallback_dir,
+            progress=lambda path: progress.update(task, advance=1, step=path),
+        )
+        progress.update(task, completed=total, step="manifest.json")
+    return manifest
+
+
+def _report_export(run: _Run, manifest: Manifest) -> None:
+    if manifest.fell_back:
+        logger.warning(
+            "%s was unreachable: the export is in %s; publish it later with `darts-export sync %s`",
+            manifest.target,
+            manifest.location,
+            run.fallback_dir,
+        )
+    lines = [f"Exported {manifest.tile_id} to {manifest.location}: {len(manifest.artifacts)} artifacts"]
+    lines += [f"  {a.path:<40} {a.size:>12,d} bytes" for a in manifest.artifacts]
+    lines.append(f"  {'manifest.json':<40} (written last)")
+    run.result(manifest.to_dict(), lines)
