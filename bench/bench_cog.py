@@ -88,8 +88,8 @@ def main() -> None:
         print(f"{name:<14} {'orig LZW strips':<20} {seconds:8.3f} {len(data) / 1e6:8.2f}")
         for label, options in CANDIDATES:
             seconds, data = median_time(
-                lambda a=array, o=options, n=nodata, r=resampling: encode_cog(
-                    [a], view.georef, nodata=n, resampling=r, options=o
+                lambda a=array, o=options, n=nodata, r=resampling: (
+                    encode_cog([a], view.georef, nodata=n, resampling=r, options=o).data
                 ),
                 args.repeat,
             )

@@ -19,7 +19,7 @@ from pystac.validation import JsonSchemaSTACValidator
 from shapely.geometry import shape
 
 from conftest import SHARED
-from darts_export.cog import BandStatistics, RasterBand, band_statistics
+from darts_export.cog import BandStatistics, RasterBand
 from darts_export.errors import InvalidTileError
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import ITEM_NAME, MediaType
@@ -153,6 +153,16 @@ def _manifest(
     )
 
 
+def _statistics(values: np.ndarray, size: int) -> BandStatistics:
+    return BandStatistics(
+        minimum=float(values.min()),
+        maximum=float(values.max()),
+        mean=float(values.mean()),
+        stddev=float(values.std()),
+        valid_percent=100.0 * values.size / size,
+    )
+
+
 def _bands(view: TileView) -> dict[str, tuple[RasterBand, ...]]:
     prob = view.array("probabilities")
     percent = np.where(np.isnan(prob), 255, np.round(prob * 100)).astype(np.uint8)
@@ -164,7 +174,7 @@ def _bands(view: TileView) -> dict[str, tuple[RasterBand, ...]]:
                 nodata=255,
                 scale=0.01,
                 offset=0.0,
-                statistics=band_statistics(percent, 255),
+                statistics=_statistics(percent[percent != 255], percent.size),
             ),
         )
     }

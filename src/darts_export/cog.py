@@ -19,13 +19,14 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
+from rasterio.session import DummySession
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from darts_export.tile import GeoRef
 
-__all__ = ["BandStatistics", "CogOptions", "RasterBand", "band_statistics", "encode_cog"]
+__all__ = ["BandStatistics", "CogOptions", "EncodedCog", "RasterBand", "encode_cog", "local_gdal_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,14 @@ class BandStatistics:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EncodedCog:
+    """A COG's bytes and the exact statistics of each band's valid pixels."""
+
+    data: bytes
+    statistics: tuple[BandStatistics, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class RasterBand:
     """What one band of an encoded raster holds; enough for STAC ``raster:bands``."""
 
@@ -94,47 +103,18 @@ class RasterBand:
     statistics: BandStatistics | None = None
 
 
-def band_statistics(band: NDArray[np.generic], nodata: float | None, *, max_samples: int = 4_000_000) -> BandStatistics:
-    """Statistics of the valid pixels of ``band`` (pixels equal to ``nodata`` or NaN excluded).
+def local_gdal_env() -> rasterio.Env:
+    """A GDAL environment for in-memory work: no cloud session, whatever the process environment.
 
-    8-bit bands are summarised exactly from a histogram. Larger types are summarised from a
-    regular sample of at most ``max_samples`` pixels (every k-th row and column), which is
-    how GDAL's approximate statistics work too; exact statistics of a 120-Mpixel float band
-    would cost more than encoding it.
+    The encoders only touch in-memory GDAL datasets; storage credentials are fsspec's business.
+    Without an active environment rasterio opens one per call (``rasterio.open``,
+    ``features.shapes``, ...) and, whenever AWS credentials are in the process environment
+    (always, in AWS Lambda), builds a boto3 session for each: 17 ms per call, which made a
+    10980² export take 15 s instead of 2.3 s (``bench/run.py``). Environments are per thread.
     """
-    if band.dtype == np.uint8:
-        counts = np.bincount(band.ravel(), minlength=256).astype(np.float64)
-        if nodata is not None and 0 <= nodata <= 255 and float(nodata).is_integer():
-            counts[int(nodata)] = 0
-        values = np.arange(256, dtype=np.float64)
-        n = counts.sum()
-        if n == 0:
-            return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
-        nz = np.flatnonzero(counts)
-        mean = float((counts * values).sum() / n)
-        var = float((counts * (values - mean) ** 2).sum() / n)
-        return BandStatistics(
-            minimum=float(nz[0]),
-            maximum=float(nz[-1]),
-            mean=mean,
-            stddev=math.sqrt(var),
-            valid_percent=100.0 * n / band.size,
-        )
-    step = max(1, math.ceil(math.sqrt(band.size / max_samples)))
-    sample = np.asarray(band[::step, ::step], dtype=np.float64)
-    valid = np.isfinite(sample)
-    if nodata is not None and not math.isnan(nodata):
-        valid &= sample != nodata
-    values = sample[valid]
-    if values.size == 0:
-        return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
-    return BandStatistics(
-        minimum=float(values.min()),
-        maximum=float(values.max()),
-        mean=float(values.mean()),
-        stddev=float(values.std()),
-        valid_percent=100.0 * values.size / sample.size,
-    )
+    # With its default options: an environment without any option is falsy to rasterio's
+    # ensure_env, which would then still open a credentialled environment per call.
+    return rasterio.Env(session=DummySession(), **rasterio.Env.default_options())
 
 
 def encode_cog(
@@ -146,8 +126,13 @@ def encode_cog(
     tags: Mapping[str, str] | None = None,
     resampling: Resampling = "NEAREST",
     options: CogOptions | None = None,
-) -> bytes:
+) -> EncodedCog:
     """Encode same-shaped 2-D arrays as one multi-band Cloud-Optimized GeoTIFF.
+
+    GDAL computes exact statistics of every band on the in-memory dataset (pixels equal to
+    ``nodata`` and NaN excluded; SIMD code, ~0.1 s for a 120-Mpixel byte band, where numpy's
+    ``bincount`` takes 0.5 s and a 1 GiB temporary); they are also stored in the COG as the
+    bands' ``STATISTICS_*`` metadata, which GIS clients use for their default stretch.
 
     Args:
         bands: One north-up 2-D array per band, all of ``georef.shape`` and one dtype.
@@ -159,7 +144,7 @@ def encode_cog(
         options: Codec and tiling; :class:`CogOptions` defaults when ``None``.
 
     Returns:
-        The bytes of a valid COG.
+        The bytes of a valid COG and each band's statistics (NaN where a band has no valid pixel).
     """
     options = options or CogOptions()
     if not bands:
@@ -183,13 +168,14 @@ def encode_cog(
         "transform": georef.transform,
         "nodata": nodata,
     }
-    with rasterio.open("", "w", **profile) as mem:
+    with local_gdal_env(), rasterio.open("", "w", **profile) as mem:
         for index, band in enumerate(bands, start=1):
             mem.write(np.ascontiguousarray(band), index)
             if descriptions:
                 mem.set_band_description(index, descriptions[index - 1])
         if tags:
             mem.update_tags(**tags)
+        statistics = tuple(_gdal_statistics(mem, index) for index in range(1, len(bands) + 1))
         with MemoryFile(ext=".tif") as out:
             rasterio.shutil.copy(mem, out.name, driver="COG", **options.creation_options(np.dtype(dtype), resampling))
             data = bytes(out.read())
@@ -202,4 +188,19 @@ def encode_cog(
         time.perf_counter() - started,
         len(data),
     )
-    return data
+    return EncodedCog(data=data, statistics=statistics)
+
+
+def _gdal_statistics(dataset: rasterio.io.DatasetWriter, index: int) -> BandStatistics:
+    """Exact statistics of band ``index`` as GDAL computes them (nodata and NaN excluded)."""
+    (stats,) = dataset.stats(indexes=[index], approx=False)
+    valid_percent = float(dataset.tags(index).get("STATISTICS_VALID_PERCENT", "nan"))
+    if valid_percent == 0:  # GDAL reports zeros for a band without a valid pixel
+        return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
+    return BandStatistics(
+        minimum=float(stats.min),
+        maximum=float(stats.max),
+        mean=float(stats.mean),
+        stddev=float(stats.std),
+        valid_percent=valid_percent,
+    )

@@ -51,6 +51,7 @@ from pystac.extensions.raster import RasterBand as StacBand
 from pystac.utils import datetime_to_str
 from shapely.geometry import box, shape
 
+from darts_export.cog import local_gdal_env
 from darts_export.errors import InvalidTileError
 from darts_export.products import ITEM_NAME
 
@@ -190,6 +191,11 @@ def footprint(view: TileView, *, max_vertices: int = FOOTPRINT_MAX_VERTICES) -> 
     ``max_vertices`` coordinates. GDAL reprojects it and splits it at the antimeridian.
     Coordinates are rounded to 1e-7° and rings oriented counter-clockwise (RFC 7946).
     """
+    with local_gdal_env():
+        return _footprint(view, max_vertices)
+
+
+def _footprint(view: TileView, max_vertices: int) -> dict[str, Any]:
     georef = view.georef
     factor = max(1, math.ceil(max(georef.shape) / _FOOTPRINT_GRID))
     tile_box = box(*georef.bounds)
@@ -304,6 +310,7 @@ def build_item(
     *,
     metadata: Mapping[str, Any],
     raster_bands: Mapping[str, Sequence[RasterBand]],
+    geometry: Mapping[str, Any] | None = None,
 ) -> pystac.Item:
     """The STAC Item of one export (see the module documentation for its shape).
 
@@ -312,6 +319,8 @@ def build_item(
         view: The exported tile.
         metadata: The export metadata (as written to the GeoTIFF tags); not modified.
         raster_bands: Per COG path (``"probabilities.tif"``), what each of its bands holds.
+        geometry: The item's geometry if already computed as ``footprint(view)`` (e.g. on
+            another thread while the products were encoded); computed here when ``None``.
 
     Raises:
         InvalidTileError: an acquisition time in ``metadata`` or ``manifest.created`` is not
@@ -319,7 +328,7 @@ def build_item(
     """
     georef = view.georef
     created = _parse_time(manifest.created, "manifest.created")
-    geometry = footprint(view)
+    geometry = dict(geometry) if geometry is not None else footprint(view)
     item = pystac.Item(
         id=manifest.tile_id,
         geometry=geometry,

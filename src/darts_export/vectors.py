@@ -28,6 +28,7 @@ import io
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,10 +42,12 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 from shapely.geometry.base import BaseGeometry
 
+from darts_export.cog import local_gdal_env
 from darts_export.errors import InvalidTileError
 from darts_export.rasters import PROBABILITY_NODATA, probabilities_to_percent
 
@@ -67,6 +70,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# rasterio.features.shapes() builds its in-memory datasets before it sets their transform and
+# silences the resulting NotGeoreferencedWarning with warnings.catch_warnings(), which is not
+# thread-safe before Python 3.14: with the export's two encoder threads the false alarm leaks
+# out. Every call here passes a transform, so the warning is ignored for that module only.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 STAT_COLUMNS: Final = ("min", "max", "mean", "median", "std")
 OBJECT_COLUMNS: Final = ("Region_ID", *STAT_COLUMNS, "npixel", "geometry")
@@ -112,7 +121,7 @@ def polygonize_objects(
     """
     started = time.perf_counter()
     values = None if probabilities is None else _as_probabilities(probabilities, georef)
-    with rasterio.Env():  # one GDAL environment for all windows instead of one per GDAL call
+    with local_gdal_env():  # one GDAL environment for all windows instead of one per GDAL call
         objects = _trace_objects(_as_mask(mask, georef, "mask"), values)
     geometries = _group_multipolygons(objects.polygons, objects.owners, objects.count)
     order = _raster_order(geometries)
@@ -139,7 +148,7 @@ def polygonize_extent(valid: NDArray[np.bool_], georef: GeoRef) -> gpd.GeoDataFr
         InvalidTileError: ``valid`` is not 2-D with the tile's shape.
     """
     started = time.perf_counter()
-    with rasterio.Env():
+    with local_gdal_env():
         pieces = _extent_pieces(_as_mask(valid, georef, "valid"))
     # The union keeps a vertex wherever a block seam met the outline; dropping exactly collinear
     # vertices (tolerance 0, integer coordinates) changes no edge, only how it is written.

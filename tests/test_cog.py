@@ -1,0 +1,76 @@
+"""encode_cog and the percent conversion: exact values and statistics, against numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from rasterio.io import MemoryFile
+
+from darts_export.cog import encode_cog
+from darts_export.rasters import probabilities_to_percent
+from darts_export.tile import TileView
+from helpers import expected_percent
+
+
+@pytest.fixture(scope="module")
+def view(request: pytest.FixtureRequest) -> TileView:
+    return TileView(request.getfixturevalue("small_tile"))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [(np.uint8, 255.0), (np.int16, -9999.0), (np.float32, math.nan), (np.float32, None)],
+)
+def test_statistics_are_exact_and_exclude_nodata(view: TileView, dtype: type, nodata: float | None) -> None:
+    rng = np.random.default_rng(5)
+    data = (rng.random(view.georef.shape) * 200).astype(dtype)
+    invalid = np.zeros(view.georef.shape, dtype=bool)
+    invalid[:40] = True
+    if nodata is not None:
+        data[invalid] = nodata
+    else:
+        invalid[:] = False
+
+    encoded = encode_cog([data], view.georef, nodata=nodata)
+
+    values = data[~invalid].astype(np.float64)
+    (stats,) = encoded.statistics
+    assert stats.minimum == values.min()
+    assert stats.maximum == values.max()
+    assert stats.mean == pytest.approx(values.mean(), rel=1e-9)
+    assert stats.stddev == pytest.approx(values.std(), rel=1e-6)  # population standard deviation
+    assert stats.valid_percent == pytest.approx(100 * values.size / data.size, abs=0.01)
+    with MemoryFile(encoded.data) as mf, mf.open() as ds:
+        np.testing.assert_array_equal(ds.read(1), data)
+        assert float(ds.tags(1)["STATISTICS_MAXIMUM"]) == pytest.approx(values.max())  # stored for GIS clients
+
+
+def test_a_band_without_valid_pixels_has_undefined_statistics(view: TileView) -> None:
+    empty = np.full(view.georef.shape, 255, dtype=np.uint8)
+    full = np.zeros(view.georef.shape, dtype=np.uint8)
+    encoded = encode_cog([empty, full], view.georef, nodata=255)
+    none, zeros = encoded.statistics
+    assert none.valid_percent == 0
+    assert math.isnan(none.minimum)
+    assert math.isnan(none.mean)
+    assert (zeros.minimum, zeros.maximum, zeros.mean, zeros.valid_percent) == (0, 0, 0, 100)
+
+
+def test_percent_rounds_halves_up_exactly_for_every_float32_near_a_half() -> None:
+    # Every float32 within a few ulps of each k + 0.5 percent boundary, plus the specials.
+    boundaries = (np.arange(0, 100) + 0.5) / 100
+    near = [np.nextafter(np.float32(b), np.float32(d)) for b in boundaries for d in (0, 1)]
+    values = np.array([*boundaries.astype(np.float32), *near, 0, 1, np.nan, -0.2, 1.7], dtype=np.float32)
+    grid = np.resize(values, (7, values.size))  # several rows: exercises the block loop
+    expected = np.where(np.isnan(grid), 255, np.clip(np.floor(grid.astype(np.float64) * 100 + 0.5), 0, 100))
+    np.testing.assert_array_equal(probabilities_to_percent(grid), expected.astype(np.uint8))
+    assert probabilities_to_percent(np.array([[0.125, 0.994, 0.995]], dtype=np.float32)).tolist() == [[13, 99, 100]]
+
+
+def test_percent_of_a_wide_tile_is_the_reference_in_every_block() -> None:
+    rng = np.random.default_rng(11)
+    p = rng.random((300, 1500)).astype(np.float32)  # more than one 1-MiB block
+    p[rng.random(p.shape) < 0.1] = np.nan
+    np.testing.assert_array_equal(probabilities_to_percent(p), expected_percent(p))
