@@ -152,6 +152,7 @@ def test_s3_records_map_to_inputs_and_outputs() -> None:
             s3_record("in", "v2/T07/tile.zarr/.zmetadata"),
             s3_record("in", "nc/T08/T08.nc", name="ObjectCreated:CompleteMultipartUpload"),
             s3_record("in", "root.zarr/zarr.json"),
+            s3_record("in", "nc4/T09/T09.NC4"),  # every NetCDF suffix the CLI reads
         ]
     }
     requests = parse_event(event, config)
@@ -160,6 +161,7 @@ def test_s3_records_map_to_inputs_and_outputs() -> None:
         ("s3://in/v2/T07/tile.zarr", f"{PREFIX}/T07", True),
         ("s3://in/nc/T08/T08.nc", f"{PREFIX}/T08", False),
         ("s3://in/root.zarr", f"{PREFIX}/root", True),
+        ("s3://in/nc4/T09/T09.NC4", f"{PREFIX}/T09", False),
     ]
     assert requests[0].source == "s3://in/inputs/T06WVS 2024/tileé.zarr/zarr.json"
     assert {(r.bands, r.ensemble_subsets, r.debug, r.overwrite) for r in requests} == {
@@ -350,7 +352,8 @@ def test_failures_are_reported_per_record_before_writing(
     with pytest.raises(ExportFailedError) as info:
         handler(event, None)
     missing, good = info.value.summaries
-    assert (missing.status, missing.error_type) == ("failed", "InputReadError")
+    assert (missing.status, missing.error_type) == ("failed", "InputNotFoundError")  # an InputReadError subclass
+    assert "does not exist" in str(missing.reason)
     assert good.status == "exported"  # one bad record does not stop the others
     assert keys(s3_client, cloud_env, "exports/missing") == []
     assert "exports/T1/manifest.json" in keys(s3_client, cloud_env)

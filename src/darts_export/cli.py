@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from darts_export.__about__ import __version__
 from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, StorageError, UnsupportedTargetError
+from darts_export.inputs import InputNotFoundError, InputReadError, InvalidInputError, open_tile
 from darts_export.products import DEFAULT_BANDS, Product, expected_paths
 
 if TYPE_CHECKING:
@@ -72,7 +73,6 @@ Exit codes:
   4  storage error: target unreachable, or reading/writing failed
   5  an export already exists at the target (--no-overwrite)"""
 
-_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
 _HANDLER_MARK = "_darts_export_cli"
 
 
@@ -135,8 +135,10 @@ class _Run:
             self.fail(exc, ExitCode.EXISTS)
         except UnsupportedTargetError as exc:
             self.fail(exc, ExitCode.USAGE)
-        except InvalidTileError as exc:
+        except (InvalidTileError, InputNotFoundError, InvalidInputError) as exc:
             self.fail(exc, ExitCode.BAD_INPUT)
+        except InputReadError as exc:  # the input exists but reading it failed
+            self.fail(exc, ExitCode.STORAGE)
         except StorageError as exc:
             self.fail(exc, ExitCode.STORAGE)
         except ExportError as exc:
@@ -321,12 +323,15 @@ def export_command(
     """Export the tile INPUT to OUT_DIR.
 
     INPUT is a tile saved as Zarr (e.g. the darts_inference_debug.zarr of an earlier export) or as
-    NetCDF (.nc), a local path or a URL; a remote INPUT with the protocol of OUT_DIR is read with the
-    same storage options.
+    NetCDF-4 (.nc, .nc4, .netcdf, .h5, .hdf5), a local path or a URL; a remote INPUT with the protocol
+    of OUT_DIR is read with the same storage options.
     """
     metadata = {**_json_object_file(meta_file, "--meta-file"), **_parse_pairs(meta_pairs, "--meta")}
     same_protocol = _protocol(input_path) == _protocol(out_dir)
-    with run.translated(), _open_tile(run, input_path, run.storage_options if same_protocol else None) as tile:
+    with (
+        run.translated(),
+        open_tile(input_path, storage_options=run.storage_options if same_protocol else None) as tile,
+    ):
         manifest = _run_export(
             run,
             tile,
@@ -493,53 +498,6 @@ def stac_command(
 
 def _protocol(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
-
-
-@contextlib.contextmanager
-def _open_tile(run: _Run, source: str, storage_options: Mapping[str, Any] | None) -> Iterator[xr.Dataset]:
-    """Open a tile saved as Zarr or NetCDF, lazily, with its CRS where rioxarray finds it.
-
-    Values are read as stored (no CF masking, so integer bands keep their dtype and nodata),
-    except variables with ``scale_factor``/``add_offset``, which are decoded.
-    """
-    import fsspec
-    import xarray as xr
-
-    is_url = _protocol(source) != "file"
-    if not is_url and not Path(source.removeprefix("file://")).exists():
-        run.fail(f"Input {source!r} does not exist.", ExitCode.BAD_INPUT)
-    netcdf = source.rstrip("/").lower().endswith(_NETCDF_SUFFIXES)
-    with contextlib.ExitStack() as stack:
-
-        def open_(mask: bool | dict[str, bool]) -> xr.Dataset:
-            if netcdf:
-                handle = stack.enter_context(fsspec.open(source, "rb", **(storage_options or {})))
-                return xr.open_dataset(handle, engine="h5netcdf", decode_coords="all", mask_and_scale=mask)
-            with warnings.catch_warnings():  # a store without consolidated metadata is fine
-                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-                return xr.open_dataset(
-                    source,
-                    engine="zarr",
-                    chunks=None,
-                    decode_coords="all",
-                    mask_and_scale=mask,
-                    storage_options=dict(storage_options) if is_url and storage_options else None,
-                )
-
-        try:
-            tile = open_(False)
-            scaled = [n for n, v in tile.variables.items() if {"scale_factor", "add_offset"} & set(v.attrs)]
-            if scaled:
-                tile.close()
-                tile = open_({str(n): n in scaled for n in tile.variables})
-        except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
-            kind = "NetCDF file" if netcdf else "Zarr store"
-            run.fail(f"Cannot open {source!r} as a {kind}: {type(exc).__name__}: {exc}", ExitCode.BAD_INPUT)
-        except OSError as exc:
-            run.fail(f"Cannot read {source!r}: {type(exc).__name__}: {exc}", ExitCode.STORAGE)
-        stack.callback(tile.close)
-        logger.info("opened %s: variables %s", source, list(tile.data_vars))
-        yield tile
 
 
 def _run_export(run: _Run, tile: xr.Dataset, out_dir: str, *, label: str, **options: Any) -> Manifest:

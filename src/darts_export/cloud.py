@@ -9,7 +9,9 @@ a Python function with an event. It accepts two kinds of event:
 * an **S3 event notification** whose records name input stores. A record's key (URL-decoded as S3
   encodes it: ``+`` is a space, ``%xx`` a byte) must be a store's completion marker:
   ``<folder>/<name>.zarr/zarr.json`` (Zarr v3 root), ``<folder>/<name>.zarr/.zmetadata`` (Zarr v2)
-  or ``<folder>/<name>.nc``.
+  or a NetCDF-4 file ``<folder>/<name>.nc`` (or ``.nc4``, ``.netcdf``, ``.h5``, ``.hdf5``).
+
+Inputs are opened with :func:`darts_export.inputs.open_tile`, as the CLI opens them.
 
 **Output rule**: ``$DARTS_OUTPUT_PREFIX/<folder>``, where ``<folder>`` is the name of the folder
 holding the input store (``s3://in/inputs/T06WVS_2024/tile.zarr`` → ``$DARTS_OUTPUT_PREFIX/T06WVS_2024``),
@@ -31,16 +33,17 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
-
-import fsspec
-import xarray as xr
 
 from darts_export.errors import ExportError, InvalidTileError
 from darts_export.export import export_tile
+from darts_export.inputs import NETCDF_SUFFIXES, ZARR_SUFFIXES, IncompleteStoreError, InputReadError, open_tile
 from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, Kind, PlannedProduct, plan_products
 from darts_export.verify import verify
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "ConfigurationError",
@@ -48,7 +51,7 @@ __all__ = [
     "ExportRequest",
     "ExportSummary",
     "HandlerConfig",
-    "InputReadError",
+    "InputReadError",  # defined in darts_export.inputs; kept importable from here
     "InsufficientSpaceError",
     "InvalidEventError",
     "handler",
@@ -80,10 +83,6 @@ class InvalidEventError(InvalidTileError):
 
 class ConfigurationError(ExportError, ValueError):
     """An environment variable of the handler is missing or malformed."""
-
-
-class InputReadError(ExportError, OSError):
-    """The input tile cannot be opened or read."""
 
 
 class InsufficientSpaceError(ExportError, OSError):
@@ -255,18 +254,19 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
         tile = _open_tile(request, config.storage_options(request.input))
         if tile is None:
             return summary("skipped", reason="the Zarr store has no consolidated metadata yet (still being written)")
-        planned = plan_products(request.bands, request.ensemble_subsets, debug=request.debug)
-        _check_resources(tile, planned, memory_mb=config.memory_mb)
-        manifest = export_tile(
-            tile,
-            request.output,
-            bands=request.bands,
-            ensemble_subsets=request.ensemble_subsets,
-            metadata=request.metadata,
-            debug=request.debug,
-            storage_options=out_options,
-            overwrite=True,  # an existing export did not verify, or overwrite was asked for
-        )
+        with tile:  # releases the input's open files
+            planned = plan_products(request.bands, request.ensemble_subsets, debug=request.debug)
+            _check_resources(tile, planned, memory_mb=config.memory_mb)
+            manifest = export_tile(
+                tile,
+                request.output,
+                bands=request.bands,
+                ensemble_subsets=request.ensemble_subsets,
+                metadata=request.metadata,
+                debug=request.debug,
+                storage_options=out_options,
+                overwrite=True,  # an existing export did not verify, or overwrite was asked for
+            )
     except Exception as exc:  # one request's failure is reported; the others still run
         logger.exception("export of %s to %s failed", request.input, request.output)
         return summary("failed", reason=str(exc), error_type=type(exc).__name__)
@@ -290,8 +290,10 @@ def _request_from_direct(event: Mapping[str, Any], config: HandlerConfig) -> Exp
             "and an S3 notification has 'Records'."
         )
     source = _string(event, "input", required=True)
-    if not source.rstrip("/").lower().endswith((".zarr", ".nc")):
-        raise InvalidEventError(f"'input' must name a Zarr store (.zarr) or a NetCDF file (.nc), got {source!r}.")
+    if not source.rstrip("/").lower().endswith(ZARR_SUFFIXES + NETCDF_SUFFIXES):
+        raise InvalidEventError(
+            f"'input' must name a Zarr store (.zarr) or a NetCDF file ({', '.join(NETCDF_SUFFIXES)}), got {source!r}."
+        )
     output = _string(event, "output", required=config.output_prefix is None)
     if not output:
         output = output_for_input(source, str(config.output_prefix))
@@ -331,14 +333,14 @@ def _request_from_record(record: object, index: int, config: HandlerConfig) -> E
         raise InvalidEventError(f"{where}: s3.bucket.name and s3.object.key must be non-empty strings.")
     key = unquote_plus(raw_key)
     parts = key.split("/")
-    if key.lower().endswith(".nc"):
+    if key.lower().endswith(NETCDF_SUFFIXES):
         store_key, consolidated = key, False
     elif len(parts) > 1 and parts[-2].lower().endswith(".zarr") and parts[-1] in ("zarr.json", ".zmetadata"):
         store_key, consolidated = "/".join(parts[:-1]), True
     else:
         raise InvalidEventError(
             f"{where}: object key {key!r} does not name an input store; expected '<folder>/<name>.zarr/zarr.json' "
-            "(Zarr v3), '<folder>/<name>.zarr/.zmetadata' (Zarr v2) or '<folder>/<name>.nc'."
+            "(Zarr v3), '<folder>/<name>.zarr/.zmetadata' (Zarr v2) or '<folder>/<name>.nc' (NetCDF-4)."
         )
     if config.output_prefix is None:
         raise ConfigurationError("S3 notifications need DARTS_OUTPUT_PREFIX (e.g. s3://bucket/exports) to be set.")
@@ -411,33 +413,11 @@ def _check_plan(bands: tuple[str, ...], subsets: tuple[str, ...], debug: bool) -
 
 def _open_tile(request: ExportRequest, options: Mapping[str, Any] | None) -> xr.Dataset | None:
     """Open the input lazily (each variable is read once, on first use); ``None`` while a store is incomplete."""
-    url = request.input.rstrip("/")
-    opts = dict(options) if options else None  # zarr rejects storage_options for local paths
     try:
-        if url.lower().endswith(".nc"):
-            with fsspec.open(url, "rb", **(opts or {})) as fh:
-                tile: xr.Dataset = xr.open_dataset(fh, engine="h5netcdf", decode_coords="all").load()
-            return tile
-        try:
-            return _open_zarr(url, opts, consolidated=True)
-        except (ValueError, KeyError) as exc:  # no consolidated metadata
-            if not request.require_consolidated:
-                return _open_zarr(url, opts, consolidated=False)
-            fs, root = fsspec.core.url_to_fs(url, **(opts or {}))
-            exists = fs.exists(f"{root}/zarr.json") or fs.exists(f"{root}/.zgroup")
-            logger.info("%s has no consolidated metadata (%s)", url, exc)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputReadError(f"Cannot open the input tile {url!r}: {type(exc).__name__}: {exc}.") from exc
-    if not exists:
-        raise InputReadError(f"The input store {url!r} does not exist (no zarr.json or .zgroup in it).")
-    return None
-
-
-def _open_zarr(url: str, options: dict[str, Any] | None, *, consolidated: bool) -> xr.Dataset:
-    tile: xr.Dataset = xr.open_zarr(
-        url, storage_options=options, consolidated=consolidated, chunks=None, decode_coords="all"
-    )
-    return tile
+        return open_tile(request.input, storage_options=options, require_consolidated=request.require_consolidated)
+    except IncompleteStoreError as exc:
+        logger.info("%s", exc)
+        return None
 
 
 def _check_resources(tile: xr.Dataset, planned: Sequence[PlannedProduct], *, memory_mb: int | None) -> None:

@@ -1,0 +1,171 @@
+"""Open an input tile: a Zarr store or a NetCDF-4 file, on a local disk or at any fsspec URL.
+
+The CLI and the cloud handler both read their input through :func:`open_tile`, so a tile opens
+the same way everywhere:
+
+* lazily: arrays are read from storage on first use, once;
+* values as stored: no CF masking, so an integer band with a ``_FillValue`` keeps its dtype and
+  its nodata value; only variables with ``scale_factor``/``add_offset`` are decoded;
+* with coordinates decoded (``decode_coords="all"``), so rioxarray finds the CRS (``tile.rio.crs``).
+
+Every failure raises an :class:`InputReadError`; its subclasses say whether the input is missing,
+unreadable as a tile, or (for a Zarr store) not completely written yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import xarray as xr
+
+from darts_export.errors import ExportError
+
+__all__ = [
+    "NETCDF_SUFFIXES",
+    "ZARR_SUFFIXES",
+    "IncompleteStoreError",
+    "InputFormat",
+    "InputNotFoundError",
+    "InputReadError",
+    "InvalidInputError",
+    "input_format",
+    "open_tile",
+]
+
+logger = logging.getLogger(__name__)
+
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
+"""Names ending in one of these (any case) are read as NetCDF-4/HDF5 files."""
+ZARR_SUFFIXES = (".zarr",)
+"""The conventional suffix of a Zarr store; any name that is not NetCDF is read as Zarr."""
+
+InputFormat = Literal["zarr", "netcdf"]
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_NETCDF3_SIGNATURE = b"CDF"
+_SCALE_ATTRS = frozenset({"scale_factor", "add_offset"})
+
+
+class InputReadError(ExportError, OSError):
+    """The input tile cannot be opened or read (the base of every input error)."""
+
+
+class InputNotFoundError(InputReadError, FileNotFoundError):
+    """The input path, object or store does not exist."""
+
+
+class InvalidInputError(InputReadError, ValueError):
+    """The input exists but is not a readable Zarr store or NetCDF-4 file."""
+
+
+class IncompleteStoreError(InputReadError):
+    """The Zarr store exists but has no consolidated metadata yet: its writer has not finished."""
+
+
+def input_format(source: str | os.PathLike[str]) -> InputFormat:
+    """``"netcdf"`` for a name ending in one of :data:`NETCDF_SUFFIXES`, else ``"zarr"``."""
+    return "netcdf" if os.fspath(source).rstrip("/").lower().endswith(NETCDF_SUFFIXES) else "zarr"
+
+
+def open_tile(
+    source: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    require_consolidated: bool = False,
+) -> xr.Dataset:
+    """Open a tile saved as Zarr or NetCDF-4, lazily, with values as stored and its CRS.
+
+    Args:
+        source: A local path, a ``file://`` URL or any fsspec URL (``s3://bucket/tile.zarr``,
+            ``memory://tile.nc``). Names ending in one of :data:`NETCDF_SUFFIXES` are NetCDF files,
+            anything else a Zarr store (v2 or v3, with or without consolidated metadata).
+        storage_options: fsspec options for a URL (endpoint, credentials); ignored for local paths.
+        require_consolidated: Only open a Zarr store that has consolidated metadata, the last thing
+            its writer adds; raise :class:`IncompleteStoreError` for one without. Ignored for NetCDF.
+
+    Returns:
+        The tile; close it (or use it as a context manager) to release the files it holds open.
+
+    Raises:
+        InputNotFoundError: ``source`` does not exist.
+        InvalidInputError: ``source`` exists but is not a readable Zarr store or NetCDF-4 file.
+        IncompleteStoreError: ``require_consolidated`` is set and the store lacks consolidated metadata.
+        InputReadError: reading failed (connection, permissions, a corrupt file).
+    """
+    name = os.fspath(source)
+    is_url = "://" in name and not name.startswith("file://")
+    path = name if is_url else name.removeprefix("file://")
+    options = dict(storage_options) if is_url and storage_options else None
+    fmt = input_format(path)
+    if not is_url and not Path(path).exists():
+        raise InputNotFoundError(f"The input {name!r} does not exist; give the path of a Zarr store or NetCDF file.")
+    try:
+        if fmt == "netcdf":
+            _check_netcdf_signature(name, path, options)
+        tile = _open(path, fmt, options, mask_and_scale=False, require_consolidated=require_consolidated)
+        scaled = {str(n) for n, v in tile.variables.items() if _SCALE_ATTRS & set(v.attrs)}
+        if scaled:  # reopen, decoding only these (the first open read metadata only)
+            tile.close()
+            per_variable = {str(n): str(n) in scaled for n in tile.variables}
+            tile = _open(path, fmt, options, mask_and_scale=per_variable, require_consolidated=require_consolidated)
+    except InputReadError:
+        raise
+    except FileNotFoundError as exc:
+        raise InputNotFoundError(f"The input {name!r} does not exist: {exc}") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        kind = "NetCDF file" if fmt == "netcdf" else "Zarr store"
+        raise InvalidInputError(f"Cannot open {name!r} as a {kind}: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise InputReadError(f"Cannot read the input {name!r}: {type(exc).__name__}: {exc}") from exc
+    logger.info("opened %s (%s): variables %s", name, fmt, list(tile.data_vars))
+    return tile
+
+
+def _open(
+    path: str,
+    fmt: InputFormat,
+    options: dict[str, Any] | None,
+    *,
+    mask_and_scale: bool | dict[str, bool],
+    require_consolidated: bool,
+) -> xr.Dataset:
+    common: dict[str, Any] = {"decode_coords": "all", "mask_and_scale": mask_and_scale, "storage_options": options}
+    if fmt == "netcdf":
+        return xr.open_dataset(path, engine="h5netcdf", **common)
+    try:
+        return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=True, **common)
+    except (KeyError, ValueError) as exc:  # no consolidated metadata, or no store at all
+        if not _zarr_root_exists(path, options):
+            raise InputNotFoundError(
+                f"The input store {path!r} does not exist (no zarr.json or .zgroup at its root)."
+            ) from exc
+        if require_consolidated:
+            raise IncompleteStoreError(
+                f"The Zarr store {path!r} has no consolidated metadata yet: it is still being written, "
+                "or its writer did not consolidate it."
+            ) from exc
+        logger.debug("%s has no consolidated metadata (%s); reading the metadata of each array", path, exc)
+        return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False, **common)
+
+
+def _zarr_root_exists(path: str, options: dict[str, Any] | None) -> bool:
+    fs, root = fsspec.core.url_to_fs(path, **(options or {}))
+    return any(fs.exists(f"{root.rstrip('/')}/{marker}") for marker in ("zarr.json", ".zgroup"))
+
+
+def _check_netcdf_signature(name: str, path: str, options: dict[str, Any] | None) -> None:
+    """Fail with a clear message unless the file starts with the HDF5 signature (NetCDF-4 is HDF5)."""
+    with fsspec.open(path, "rb", **(options or {})) as handle:
+        head = handle.read(len(_HDF5_SIGNATURE))
+    if head.startswith(_NETCDF3_SIGNATURE):
+        raise InvalidInputError(
+            f"Cannot open {name!r} as a NetCDF file: it is NetCDF-3 (classic), only NetCDF-4/HDF5 is read; "
+            "convert it, e.g. with `nccopy -k nc4`."
+        )
+    if head != _HDF5_SIGNATURE:
+        raise InvalidInputError(f"Cannot open {name!r} as a NetCDF file: it does not start with the HDF5 signature.")

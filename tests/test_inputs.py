@@ -1,0 +1,182 @@
+"""Opening input tiles: Zarr (v3, consolidated or not) and NetCDF-4, on a local disk and on S3 (moto)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pytest
+import xarray as xr
+
+from darts_export import cloud
+from darts_export.errors import ExportError
+from darts_export.inputs import (
+    IncompleteStoreError,
+    InputNotFoundError,
+    InputReadError,
+    InvalidInputError,
+    input_format,
+    open_tile,
+)
+from darts_export.synthetic import make_synthetic_tile
+
+FORMATS = ["zarr-consolidated", "zarr", "netcdf"]
+
+
+@pytest.fixture(scope="module")
+def tile() -> xr.Dataset:
+    """A small tile plus an int16 band with a fill value and a float band stored scaled as int16."""
+    base = make_synthetic_tile(32, seed=11)
+    count = np.arange(32 * 32, dtype="int16").reshape(32, 32)
+    count[0, :4] = -1
+    scaled = (np.arange(32 * 32, dtype="float32").reshape(32, 32) * 0.25).astype("float32")
+    tile = base.assign(count=(("y", "x"), count), scaled=(("y", "x"), scaled))
+    tile["count"].encoding.update(_FillValue=-1)
+    tile["scaled"].encoding.update(dtype="int16", scale_factor=0.25, add_offset=0.0, _FillValue=-32768)
+    return tile
+
+
+def write(tile: xr.Dataset, url: str, fmt: str, options: dict[str, Any] | None = None) -> None:
+    """Save ``tile`` at ``url`` as ``fmt`` (one of FORMATS)."""
+    if fmt == "netcdf":
+        with fsspec.open(url, "wb", **(options or {})) as handle:
+            handle.write(tile.to_netcdf(engine="h5netcdf"))
+        return
+    with warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is not (yet) part of the v3 spec; producers write it anyway.
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        tile.to_zarr(url, storage_options=options, consolidated=fmt == "zarr-consolidated", mode="w", zarr_format=3)
+
+
+def suffix(fmt: str) -> str:
+    return ".nc" if fmt == "netcdf" else ".zarr"
+
+
+@pytest.fixture
+def s3_options(s3_storage_options: dict[str, Any]) -> dict[str, Any]:
+    # A cached s3fs instance: an uncached one dropped mid-test leaves its aiohttp session unclosed (ResourceWarning).
+    return {k: v for k, v in s3_storage_options.items() if k != "skip_instance_cache"}
+
+
+def check_tile(opened: xr.Dataset, tile: xr.Dataset) -> None:
+    """Values as stored, scale/offset decoded, CRS found."""
+    assert opened.rio.crs == tile.rio.crs
+    assert opened["count"].dtype == np.dtype("int16")  # not masked to float
+    np.testing.assert_array_equal(opened["count"].values, tile["count"].values)  # -1 kept as stored
+    assert opened["scaled"].dtype.kind == "f"
+    np.testing.assert_allclose(opened["scaled"].values, tile["scaled"].values)
+    for name in ("tc_brightness", "binarized_segmentation", "probabilities"):
+        assert opened[name].dtype == tile[name].dtype
+        np.testing.assert_array_equal(opened[name].values, tile[name].values)
+    np.testing.assert_array_equal(opened["x"].values, tile["x"].values)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_local(fmt: str, tile: xr.Dataset, tmp_path: Path) -> None:
+    path = tmp_path / f"tile{suffix(fmt)}"
+    write(tile, str(path), fmt)
+    with open_tile(path) as opened:
+        check_tile(opened, tile)
+    with open_tile(path.as_uri()) as opened:  # a file:// URL is a local path
+        assert opened["count"].dtype == np.dtype("int16")
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_s3(fmt: str, tile: xr.Dataset, s3_bucket: str, s3_options: dict[str, Any]) -> None:
+    url = f"s3://{s3_bucket}/in/T1/tile{suffix(fmt)}"
+    write(tile, url, fmt, s3_options)
+    with open_tile(url, storage_options=s3_options, require_consolidated=fmt == "zarr-consolidated") as opened:
+        check_tile(opened, tile)
+
+
+def test_memory_netcdf_is_read_lazily(tile: xr.Dataset) -> None:
+    url = "memory://darts-test-inputs/lazy.nc"
+    write(tile, url, "netcdf")
+    try:
+        opened = open_tile(url)
+        assert not opened["count"].variable._in_memory  # nothing read yet
+        np.testing.assert_array_equal(opened["count"].values, tile["count"].values)
+        opened.close()
+    finally:
+        fsspec.filesystem("memory").rm("/darts-test-inputs", recursive=True)
+
+
+@pytest.mark.s3
+def test_require_consolidated_on_s3(tile: xr.Dataset, s3_bucket: str, s3_options: dict[str, Any]) -> None:
+    url = f"s3://{s3_bucket}/in/T1/tile.zarr"
+    write(tile, url, "zarr", s3_options)
+    with pytest.raises(IncompleteStoreError, match="no consolidated metadata yet"):
+        open_tile(url, storage_options=s3_options, require_consolidated=True)
+    with open_tile(url, storage_options=s3_options) as opened:  # fine without the requirement
+        assert opened["count"].dtype == np.dtype("int16")
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        open_tile(f"s3://{s3_bucket}/in/T2/tile.zarr", storage_options=s3_options, require_consolidated=True)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("name", ["missing.zarr", "missing.nc"])
+def test_missing_on_s3(name: str, s3_bucket: str, s3_options: dict[str, Any]) -> None:
+    url = f"s3://{s3_bucket}/in/{name}"
+    with pytest.raises(InputNotFoundError, match=f"{name}.*does not exist"):
+        open_tile(url, storage_options=s3_options)
+
+
+@pytest.mark.parametrize("name", ["missing.zarr", "missing.nc4", "file:///no/such/tile.zarr"])
+def test_missing_local_path(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputNotFoundError, match=f"{name!r} does not exist") as info:
+        open_tile(name)
+    # one hierarchy: catchable as the built-in, the package's base and the handler's old name
+    assert isinstance(info.value, FileNotFoundError)
+    assert isinstance(info.value, ExportError)
+    assert isinstance(info.value, cloud.InputReadError)
+    assert cloud.InputReadError is InputReadError
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.nc", b"not a netcdf file", "does not start with the HDF5 signature"),
+        ("classic.nc", b"CDF\x01" + bytes(60), "NetCDF-3"),
+        ("empty.zarr", None, "does not exist \\(no zarr.json"),
+    ],
+)
+def test_unreadable_input(name: str, content: bytes | None, message: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputReadError, match=message) as info:
+        open_tile(path)
+    assert str(path) in str(info.value)
+    if content is not None:
+        assert isinstance(info.value, InvalidInputError)
+        assert isinstance(info.value, ValueError)
+
+
+def test_truncated_zarr_array_is_invalid_input(tile: xr.Dataset, tmp_path: Path) -> None:
+    path = tmp_path / "tile.zarr"
+    write(tile, str(path), "zarr")
+    (path / "count" / "zarr.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="as a Zarr store"):
+        open_tile(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("tile.zarr", "zarr"),
+        ("s3://b/T1/tile.zarr/", "zarr"),
+        ("tile.NC", "netcdf"),
+        ("tile.nc4", "netcdf"),
+        ("memory://x/tile.h5", "netcdf"),
+        ("store", "zarr"),
+    ],
+)
+def test_input_format(source: str, expected: str) -> None:
+    assert input_format(source) == expected
