@@ -20,26 +20,26 @@ Exit codes:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 from rasterio.errors import NotGeoreferencedWarning
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from darts_export.__about__ import __version__
-from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, StorageError, UnsupportedTargetError
-from darts_export.inputs import InputNotFoundError, InputReadError, InvalidInputError, open_tile
+from darts_export.cli_context import (
+    EXIT_CODES_HELP,
+    JSON_FILE,
+    ExitCode,
+    Run,
+    command,
+    json_object_file,
+    parse_pairs,
+)
+from darts_export.inputs import open_tile
 from darts_export.products import DEFAULT_BANDS, Product, expected_paths
 
 if TYPE_CHECKING:
@@ -51,219 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["ExitCode", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-class ExitCode(IntEnum):
-    """The exit status of ``darts-export``."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    BAD_INPUT = 3
-    STORAGE = 4
-    EXISTS = 5
-
-
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  success
-  1  verification failed, or a sync left exports behind
-  2  usage error (bad option, argument or URL protocol)
-  3  bad input: tile, band, subset, metadata, an unreadable INPUT, or no export under ROOT
-  4  storage error: target unreachable, or reading/writing failed
-  5  an export already exists at the target (--no-overwrite)"""
-
-_HANDLER_MARK = "_darts_export_cli"
-
-
-class CliError(click.ClickException):
-    """An error with its exit code; printed as ``Error: ...`` on stderr."""
-
-    def __init__(self, message: str, exit_code: ExitCode) -> None:
-        super().__init__(message)
-        self.exit_code = int(exit_code)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Run:
-    """What every command shares: output mode, the stderr console, and the storage options."""
-
-    as_json: bool
-    quiet: bool
-    verbose: int
-    console: Console
-    storage_options: dict[str, Any] | None = None
-    overwrite: bool = True
-    fallback_dir: Path | None = None
-
-    def progress(self) -> Progress:
-        """A rich progress display on stderr, disabled when quiet or when stderr is not a terminal."""
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[step]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=self.quiet or not self.console.is_terminal,
-        )
-
-    def result(self, data: Mapping[str, Any], lines: Sequence[str]) -> None:
-        """The command's result: ``data`` as JSON with ``--json``, else ``lines`` of text."""
-        if self.as_json:
-            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        else:
-            for line in lines:
-                click.echo(line)
-
-    def fail(self, exc: BaseException | str, code: ExitCode, kind: str = "InputError") -> NoReturn:
-        """Stop with exit ``code``; with ``--json`` the error is also printed as JSON on stdout."""
-        message = str(exc)
-        if self.as_json:
-            kind = type(exc).__name__ if isinstance(exc, BaseException) else kind
-            click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": int(code)}}, indent=2))
-        raise CliError(message, code) from (exc if isinstance(exc, BaseException) else None)
-
-    @contextlib.contextmanager
-    def translated(self) -> Iterator[None]:
-        """Map library exceptions to exit codes."""
-        try:
-            yield
-        except click.ClickException:
-            raise
-        except ArtifactExistsError as exc:
-            self.fail(exc, ExitCode.EXISTS)
-        except UnsupportedTargetError as exc:
-            self.fail(exc, ExitCode.USAGE)
-        except (InvalidTileError, InputNotFoundError, InvalidInputError) as exc:
-            self.fail(exc, ExitCode.BAD_INPUT)
-        except InputReadError as exc:  # the input exists but reading it failed
-            self.fail(exc, ExitCode.STORAGE)
-        except StorageError as exc:
-            self.fail(exc, ExitCode.STORAGE)
-        except ExportError as exc:
-            self.fail(exc, ExitCode.FAILED)
-
-
-def _configure_logging(ctx: click.Context, level: int, console: Console) -> None:
-    """A stderr handler on the ``darts_export`` logger for this invocation, removed when it ends."""
-    handler: logging.Handler
-    if console.is_terminal:
-        handler = RichHandler(console=console, show_path=False, markup=False)
-    else:
-        handler = logging.StreamHandler(click.get_text_stream("stderr"))
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    setattr(handler, _HANDLER_MARK, True)
-    package = logging.getLogger("darts_export")
-    for old in [h for h in package.handlers if getattr(h, _HANDLER_MARK, False)]:
-        package.removeHandler(old)
-    previous = package.level
-    package.addHandler(handler)
-    package.setLevel(level)
-
-    def restore() -> None:
-        package.removeHandler(handler)
-        package.setLevel(previous)
-
-    ctx.call_on_close(restore)
-
-
-# --- option parsing -------------------------------------------------------------------------------
-
-
-def _parse_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values parsed as JSON when they parse (numbers, booleans, objects), else strings."""
-    parsed: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
-        try:
-            parsed[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = raw
-    return parsed
-
-
-def _json_object_file(path: Path | None, option: str) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint=option) from exc
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path} must hold a JSON object, not {type(data).__name__}", param_hint=option)
-    return data
-
-
-_JSON_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-_OUTPUT_OPTIONS = (
-    click.option("-v", "--verbose", count=True, help="More log output on stderr (-v: per tile, -vv: per artifact)."),
-    click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars."),
-    click.option("--json", "as_json", is_flag=True, help="Print the result (manifest, report) as JSON on stdout."),
-)
-_STORAGE_OPTIONS = (
-    click.option(
-        "--storage-option",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="An fsspec/s3fs option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000 or "
-        'client_kwargs=\'{"region_name": "eu-central-1"}\'; values are parsed as JSON when they parse. '
-        "Without any, s3:// uses the standard AWS environment (AWS_PROFILE, AWS_ENDPOINT_URL, ...).",
-    ),
-    click.option("--storage-options-file", type=_JSON_FILE, help="Storage options as a JSON object file."),
-)
-_TARGET_OPTIONS = (
-    click.option(
-        "--overwrite/--no-overwrite",
-        default=True,
-        show_default=True,
-        help="Replace an existing export at OUT_DIR, or stop with exit code 5.",
-    ),
-    click.option(
-        "--fallback-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="A local folder to write to when OUT_DIR is unreachable; publish it later with `darts-export sync`.",
-    ),
-)
-
-
-def _command(name: str, *, storage: bool = True, target: bool = False) -> Callable[[Callable[..., None]], Any]:
-    """A subcommand whose function receives a :class:`_Run` built from the shared options."""
-
-    def decorate(func: Callable[..., None]) -> Any:
-        @functools.wraps(func)
-        def wrapper(**kwargs: Any) -> None:
-            ctx = click.get_current_context()
-            meta = ctx.find_root().meta
-            verbose = kwargs.pop("verbose") + int(meta.get("darts_export.verbose", 0))
-            quiet = kwargs.pop("quiet") or bool(meta.get("darts_export.quiet", False))
-            level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-            console = Console(stderr=True)
-            _configure_logging(ctx, level, console)
-            options = {
-                **_json_object_file(kwargs.pop("storage_options_file", None), "--storage-options-file"),
-                **_parse_pairs(kwargs.pop("storage_option", ()), "--storage-option"),
-            }
-            run = _Run(
-                as_json=kwargs.pop("as_json"),
-                quiet=quiet,
-                verbose=verbose,
-                console=console,
-                storage_options=options or None,
-                # only the target options: `sync` has a FALLBACK_DIR argument of its own
-                overwrite=kwargs.pop("overwrite") if target else True,
-                fallback_dir=kwargs.pop("fallback_dir") if target else None,
-            )
-            func(run, **kwargs)
-
-        command = main.command(name, epilog=EXIT_CODES_HELP)(wrapper)
-        for option in (*(_TARGET_OPTIONS if target else ()), *(_STORAGE_OPTIONS if storage else ()), *_OUTPUT_OPTIONS):
-            command = option(command)  # after the command's own parameters, in this order
-        return command
-
-    return decorate
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -287,7 +74,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
-@_command("export", target=True)
+@command(main, "export", target=True)
 @click.argument("input_path", metavar="INPUT")
 @click.argument("out_dir")
 @click.option(
@@ -308,10 +95,10 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     help="Metadata for the GeoTIFF tags and darts_inference.json (repeatable). JSON values are parsed "
     "(year=2024 is a number, flag=true a boolean), anything else is a string. Overrides --meta-file.",
 )
-@click.option("--meta-file", type=_JSON_FILE, help="Metadata as a JSON object file.")
+@click.option("--meta-file", type=JSON_FILE, help="Metadata as a JSON object file.")
 @click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
 def export_command(
-    run: _Run,
+    run: Run,
     input_path: str,
     out_dir: str,
     bands: tuple[str, ...],
@@ -326,7 +113,7 @@ def export_command(
     NetCDF-4 (.nc, .nc4, .netcdf, .h5, .hdf5), a local path or a URL; a remote INPUT with the protocol
     of OUT_DIR is read with the same storage options.
     """
-    metadata = {**_json_object_file(meta_file, "--meta-file"), **_parse_pairs(meta_pairs, "--meta")}
+    metadata = {**json_object_file(meta_file, "--meta-file"), **parse_pairs(meta_pairs, "--meta")}
     same_protocol = _protocol(input_path) == _protocol(out_dir)
     with (
         run.translated(),
@@ -345,12 +132,12 @@ def export_command(
     _report_export(run, manifest)
 
 
-@_command("demo", target=True)
+@command(main, "demo", target=True)
 @click.argument("out_dir")
 @click.option("--size", default=1024, show_default=True, help="Pixels per side of the tile (10980 = Sentinel-2).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic tile.")
 @click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
-def demo(run: _Run, out_dir: str, size: int, seed: int, debug: bool) -> None:
+def demo(run: Run, out_dir: str, size: int, seed: int, debug: bool) -> None:
     """Generate a realistic synthetic tile and export every product of it to OUT_DIR (a folder or URL).
 
     The tile has a thaw-slump-like probability field, its segmentation and extent, and optical,
@@ -375,9 +162,9 @@ def demo(run: _Run, out_dir: str, size: int, seed: int, debug: bool) -> None:
     _report_export(run, manifest)
 
 
-@_command("verify")
+@command(main, "verify")
 @click.argument("out_dir")
-def verify_command(run: _Run, out_dir: str) -> None:
+def verify_command(run: Run, out_dir: str) -> None:
     """Re-read every artifact listed in OUT_DIR/manifest.json and compare sizes and SHA-256 checksums.
 
     Prints one line per missing or differing artifact and exits with 1 if there is any.
@@ -405,13 +192,13 @@ def verify_command(run: _Run, out_dir: str) -> None:
         raise click.exceptions.Exit(ExitCode.FAILED)
 
 
-@_command("sync")
+@command(main, "sync")
 @click.argument("fallback_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("target", required=False)
 @click.option(
     "--dry-run", is_flag=True, help="Check the local copies and list what would be published; change nothing."
 )
-def sync_command(run: _Run, fallback_dir: Path, target: str | None, dry_run: bool) -> None:
+def sync_command(run: Run, fallback_dir: Path, target: str | None, dry_run: bool) -> None:
     """Publish the exports under FALLBACK_DIR to the targets their manifests record.
 
     With TARGET, only the exports meant for TARGET or below it: `sync ./fallback s3://bucket` publishes
@@ -443,7 +230,7 @@ def sync_command(run: _Run, fallback_dir: Path, target: str | None, dry_run: boo
         raise click.exceptions.Exit(ExitCode.STORAGE if unreachable_only else ExitCode.FAILED)
 
 
-@_command("stac")
+@command(main, "stac")
 @click.argument("root")
 @click.option("--id", "collection_id", default="darts", show_default=True, help="The collection's id.")
 @click.option("--description", help="The collection's description (default: a description of DARTS).")
@@ -457,7 +244,7 @@ def sync_command(run: _Run, fallback_dir: Path, target: str | None, dry_run: boo
 )
 @click.option("--dry-run", is_flag=True, help="Build and print the collection without writing it.")
 def stac_command(
-    run: _Run,
+    run: Run,
     root: str,
     collection_id: str,
     description: str | None,
@@ -500,7 +287,7 @@ def _protocol(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
 
-def _run_export(run: _Run, tile: xr.Dataset, out_dir: str, *, label: str, **options: Any) -> Manifest:
+def _run_export(run: Run, tile: xr.Dataset, out_dir: str, *, label: str, **options: Any) -> Manifest:
     """``export_tile`` with one progress bar, the artifacts as steps."""
     from darts_export.export import export_tile
 
@@ -520,7 +307,7 @@ def _run_export(run: _Run, tile: xr.Dataset, out_dir: str, *, label: str, **opti
     return manifest
 
 
-def _report_export(run: _Run, manifest: Manifest) -> None:
+def _report_export(run: Run, manifest: Manifest) -> None:
     if manifest.fell_back:
         logger.warning(
             "%s was unreachable: the export is in %s; publish it later with `darts-export sync %s`",
