@@ -192,6 +192,37 @@ def test_object_inside_another_objects_bounding_box() -> None:
     assert_regions_match_labels(frame, mask, geo)
 
 
+def test_gdal_traces_a_few_packed_rasters_not_one_per_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each rasterio.features.shapes() call opens a GDAL environment (a boto3 session, 17 ms, whenever AWS
+    # credentials are in the environment), so the windows are packed and traced together.
+    calls: list[tuple[int, ...]] = []
+    shapes = rasterio.features.shapes
+
+    def counting(source: np.ndarray, **kwargs: Any) -> Any:
+        calls.append(source.shape)
+        return shapes(source, **kwargs)
+
+    monkeypatch.setattr(rasterio.features, "shapes", counting)
+    rng = np.random.default_rng(11)
+    mask = np.zeros((400, 520), dtype=bool)
+    mask[::70, ::70] = True  # far-apart objects, in windows of their own ...
+    mask[5::70, 5::70] = rng.random(mask[5::70, 5::70].shape) < 0.5
+    mask[200:260, 100:300] = rng.random((60, 200)) < 0.4  # ... and a window full of diagonal touches
+    geo = georef(*mask.shape)
+    objects = polygonize_objects(mask, geo, None)
+    assert len(calls) == 1
+    assert len(objects) > 150
+    assert_regions_match_labels(objects, mask, geo)
+
+    calls.clear()
+    valid = rng.random(mask.shape) > 0.002  # nodata specks in nearly every block: many runs of mixed blocks
+    valid[:, :7] = False
+    valid[130:390, 150:500] = True  # fully valid blocks, traced at block resolution
+    extent = polygonize_extent(valid, geo)
+    assert len(calls) == 2
+    assert_regions_match_labels(extent, valid, geo)
+
+
 def test_extent_ragged_edge_islands_and_holes() -> None:
     height, width = 300, 280  # larger than the 128-px blocks traced whole, with partial edge blocks
     rng = np.random.default_rng(5)
