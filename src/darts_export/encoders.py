@@ -24,7 +24,8 @@ from darts_export.products import Kind, OutputFile, PlannedProduct, Product
 from darts_export.rasters import EncodedRaster, encode_band_raster, encode_mask_raster, encode_probability_raster
 from darts_export.thumbnail import render_thumbnail
 from darts_export.tile import TileView
-from darts_export.vectors import encode_geoparquet, polygonize_extent, polygonize_objects, write_geopackage
+from darts_export.vector_files import encode_geoparquet, write_geopackage
+from darts_export.vectors import polygonize_extent, polygonize_objects
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

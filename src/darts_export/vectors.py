@@ -1,12 +1,8 @@
 """Vector products: the polygonized objects and the valid-data extent of a tile.
 
-Two steps, both pure:
-
-* :func:`polygonize_objects` and :func:`polygonize_extent` turn a boolean raster into a
-  :class:`geopandas.GeoDataFrame` in the tile's CRS;
-* :func:`encode_geoparquet` turns such a frame into GeoParquet 1.1 bytes, and
-  :func:`write_geopackage` writes it as a byte-reproducible GeoPackage to a local
-  staging path that the caller owns.
+:func:`polygonize_objects` and :func:`polygonize_extent` turn a boolean raster into a
+:class:`geopandas.GeoDataFrame` in the tile's CRS; :mod:`darts_export.vector_files` encodes
+such a frame as GeoParquet bytes or a GeoPackage file.
 
 Geometry model: a *region* is a set of set pixels that is 8-connected (pixels touching
 only at a corner belong together), and each region is one row. Its geometry is the exact
@@ -27,19 +23,15 @@ the affine transform is applied last.
 
 from __future__ import annotations
 
-import io
 import logging
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 import pyproj
 import rasterio
 import rasterio.features
@@ -55,8 +47,6 @@ from darts_export.errors import InvalidTileError
 from darts_export.rasters import PROBABILITY_NODATA, probabilities_to_percent
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from numpy.typing import NDArray
 
     from darts_export.tile import GeoRef
@@ -64,12 +54,9 @@ if TYPE_CHECKING:
 __all__ = [
     "EXTENT_COLUMNS",
     "GEOMETRY_TYPE",
-    "GPKG_TIMESTAMP",
     "OBJECT_COLUMNS",
-    "encode_geoparquet",
     "polygonize_extent",
     "polygonize_objects",
-    "write_geopackage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,15 +74,12 @@ EXTENT_COLUMNS: Final = ("Region_ID", "geometry")
 """Columns of :func:`polygonize_extent`, in order."""
 GEOMETRY_TYPE: Final = "MultiPolygon"
 """The geometry type of every row of both products."""
-GPKG_TIMESTAMP: Final = "2000-01-01T00:00:00Z"
-"""The ``last_change`` written to ``gpkg_contents``, pinned so that equal frames give equal files."""
 
 _EIGHT: Final = np.ones((3, 3), dtype=bool)
 _OBJECT_CELL: Final = 32
 """Side of the coarse cells used to find object windows."""
 _EXTENT_BLOCK: Final = 128
 """Side of the blocks traced whole when fully valid."""
-_GDAL_CONFIG_LOCK = threading.Lock()
 
 
 def polygonize_objects(
@@ -166,39 +150,6 @@ def polygonize_extent(valid: NDArray[np.bool_], georef: GeoRef) -> gpd.GeoDataFr
     return frame
 
 
-def encode_geoparquet(frame: gpd.GeoDataFrame) -> bytes:
-    """Encode ``frame`` as GeoParquet 1.1: WKB, PROJJSON CRS, ``bbox`` covering column, zstd.
-
-    Raises:
-        InvalidTileError: The frame has no CRS.
-    """
-    _require_crs(frame)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False, compression="zstd", schema_version="1.1.0", write_covering_bbox=True)
-    return buffer.getvalue()
-
-
-def write_geopackage(frame: gpd.GeoDataFrame, path: Path, *, layer: str) -> None:
-    """Write ``frame`` as layer ``layer`` of a new GeoPackage at the local ``path``.
-
-    Any file at ``path`` is replaced. The layer is typed ``MultiPolygon`` (single
-    polygons are promoted), has the frame's SRS and a spatial index, and the file is
-    byte-for-byte the same for the same frame: ``gpkg_contents.last_change`` is pinned
-    to :data:`GPKG_TIMESTAMP` instead of the wall clock.
-
-    Raises:
-        InvalidTileError: The frame has no CRS or ``layer`` is empty.
-    """
-    _require_crs(frame)
-    if not layer:
-        raise InvalidTileError("The GeoPackage layer name is empty; pass a name such as 'prediction_segments'.")
-    path.unlink(missing_ok=True)  # GDAL would update an existing file in place, which is not reproducible
-    with _gdal_config({"OGR_CURRENT_DATE": GPKG_TIMESTAMP}):
-        pyogrio.write_dataframe(
-            frame, path, layer=layer, driver="GPKG", geometry_type=GEOMETRY_TYPE, promote_to_multi=True
-        )
-
-
 # --- inputs and outputs -------------------------------------------------------------
 
 
@@ -233,11 +184,6 @@ def _percent(probabilities: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     return percent
 
 
-def _require_crs(frame: gpd.GeoDataFrame) -> None:
-    if frame.crs is None:
-        raise InvalidTileError("The frame has no CRS; build it with polygonize_* or call frame.set_crs(...).")
-
-
 def _frame(columns: dict[str, NDArray[Any]], geometries: NDArray[np.object_], georef: GeoRef) -> gpd.GeoDataFrame:
     """A frame of ``columns`` plus the pixel-space ``geometries`` moved into the tile's CRS."""
     t = georef.transform
@@ -246,18 +192,6 @@ def _frame(columns: dict[str, NDArray[Any]], geometries: NDArray[np.object_], ge
     oriented = shapely.orient_polygons(moved, exterior_cw=False)  # y flips, so re-orient after moving
     crs = pyproj.CRS.from_wkt(georef.crs.to_wkt(version="WKT2_2019"))
     return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(oriented, crs=crs))
-
-
-@contextmanager
-def _gdal_config(options: dict[str, str]) -> Iterator[None]:
-    """Set pyogrio's GDAL config ``options`` for the block, then restore the previous values."""
-    with _GDAL_CONFIG_LOCK:
-        previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
-        pyogrio.set_gdal_config_options(options)
-        try:
-            yield
-        finally:
-            pyogrio.set_gdal_config_options(previous)
 
 
 # --- tracing --------------------------------------------------------------------------
