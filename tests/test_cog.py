@@ -74,3 +74,14 @@ def test_percent_of_a_wide_tile_is_the_reference_in_every_block() -> None:
     p = rng.random((300, 1500)).astype(np.float32)  # more than one 1-MiB block
     p[rng.random(p.shape) < 0.1] = np.nan
     np.testing.assert_array_equal(probabilities_to_percent(p), expected_percent(p))
+
+
+def test_percent_fills_a_caller_array_band_by_band() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.random((50, 40)).astype(np.float32)
+    out = np.zeros(p.shape, dtype=np.uint8)
+    probabilities_to_percent(p[:20], out[:20])
+    probabilities_to_percent(p[20:], out[20:])
+    np.testing.assert_array_equal(out, expected_percent(p))
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        probabilities_to_percent(p, np.zeros((50, 41), dtype=np.uint8))

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,8 @@ class EncodeContext:
     tags: Mapping[str, str]
     cog_options: CogOptions | None
     staging: Path
+    percent: Mapping[str, NDArray[np.uint8]] = field(default_factory=dict)
+    """Probability variables already converted to percent (read-only), by variable name."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +84,10 @@ def encode_product(product: PlannedProduct, ctx: EncodeContext) -> Encoded:
 
 def _encode_raster(product: PlannedProduct, ctx: EncodeContext) -> EncodedRaster:
     if product.kind is Kind.PROBABILITY_RASTER:
-        return encode_probability_raster(ctx.view, product.required[0], tags=ctx.tags, options=ctx.cog_options)
+        variable = product.required[0]
+        return encode_probability_raster(
+            ctx.view, variable, tags=ctx.tags, options=ctx.cog_options, percent=ctx.percent.get(variable)
+        )
     if product.kind is Kind.MASK_RASTER:
         return encode_mask_raster(ctx.view, product.required[0], tags=ctx.tags, options=ctx.cog_options)
     return encode_band_raster(ctx.view, product.required, tags=ctx.tags, options=ctx.cog_options)

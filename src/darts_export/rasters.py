@@ -46,8 +46,13 @@ class EncodedRaster:
     bands: tuple[RasterBand, ...]
 
 
-def probabilities_to_percent(probabilities: NDArray[np.floating]) -> NDArray[np.uint8]:
+def probabilities_to_percent(
+    probabilities: NDArray[np.floating], out: NDArray[np.uint8] | None = None
+) -> NDArray[np.uint8]:
     """Probabilities in [0, 1] → uint8 percent 0-100, rounded to nearest (halves up); NaN → 255.
+
+    ``out`` (same shape, uint8), when given, receives the result, so that several threads
+    can each convert a band of rows of one array.
 
     Exact: a float32 times 100 needs at most 31 significant bits, so the product is computed
     in float64 without rounding. Works in blocks of a few rows that stay in the CPU cache, in
@@ -57,7 +62,10 @@ def probabilities_to_percent(probabilities: NDArray[np.floating]) -> NDArray[np.
     height = probabilities.shape[0]
     width = math.prod(probabilities.shape[1:])
     rows = max(1, _BLOCK_PIXELS // max(width, 1))
-    out = np.empty(probabilities.shape, dtype=np.uint8)
+    if out is None:
+        out = np.empty(probabilities.shape, dtype=np.uint8)
+    elif out.shape != probabilities.shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape {probabilities.shape}, got {out.dtype} {out.shape}")
     buffer = np.empty((rows, *probabilities.shape[1:]), dtype=np.float64)
     invalid = np.empty(buffer.shape, dtype=np.bool_)
     for start in range(0, height, rows):
@@ -79,10 +87,19 @@ def _as_uint8_mask(mask: NDArray[np.generic]) -> NDArray[np.uint8]:
 
 
 def encode_probability_raster(
-    view: TileView, variable: str, *, tags: Mapping[str, str], options: CogOptions | None = None
+    view: TileView,
+    variable: str,
+    *,
+    tags: Mapping[str, str],
+    options: CogOptions | None = None,
+    percent: NDArray[np.uint8] | None = None,
 ) -> EncodedRaster:
-    """The ``probabilities[-subset].tif`` COG of ``variable``."""
-    percent = probabilities_to_percent(view.array(variable))  # type: ignore[arg-type]
+    """The ``probabilities[-subset].tif`` COG of ``variable``.
+
+    ``percent`` is ``probabilities_to_percent`` of the variable if the caller already has it.
+    """
+    if percent is None:
+        percent = probabilities_to_percent(view.array(variable))  # type: ignore[arg-type]
     encoded = encode_cog(
         [percent],
         view.georef,
