@@ -83,7 +83,12 @@ def probabilities_to_percent(
 
 
 def _as_uint8_mask(mask: NDArray[np.generic]) -> NDArray[np.uint8]:
-    return mask.astype(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+    """0/1 bytes of ``mask``: a bool array is reinterpreted in place (no 1-byte-per-pixel copy)."""
+    if mask.dtype == np.bool_:
+        view: NDArray[np.uint8] = mask.view(np.uint8)
+        return view
+    nonzero: NDArray[np.uint8] = np.not_equal(mask, 0).astype(np.uint8)
+    return nonzero
 
 
 def encode_probability_raster(

@@ -153,6 +153,8 @@ def _valid_cells(view: TileView, factor: int) -> NDArray[np.bool_] | None:
     """Block-any of the valid-pixel mask over ``factor`` × ``factor`` blocks, or ``None`` if unknown."""
     if "extent" in view:
         data = view.array("extent")
+        if factor > 1 and (data.dtype == np.bool_ or np.issubdtype(data.dtype, np.unsignedinteger)):
+            return _block_any(data, factor)  # > 0 is != 0 here: no full-size boolean temporary
         valid = data if data.dtype == np.bool_ else np.greater(data, 0)
     elif "probabilities" in view:
         data = view.array("probabilities")
@@ -166,8 +168,8 @@ def _valid_cells(view: TileView, factor: int) -> NDArray[np.bool_] | None:
     return _block_any(np.asarray(valid, dtype=np.bool_), factor)
 
 
-def _block_any(mask: NDArray[np.bool_], factor: int) -> NDArray[np.bool_]:
-    """Whether any pixel is set in each ``factor`` × ``factor`` block (edge blocks may be smaller).
+def _block_any(mask: NDArray[Any], factor: int) -> NDArray[np.bool_]:
+    """Whether any pixel is set (non-zero) in each ``factor`` × ``factor`` block (edge blocks may be smaller).
 
     ``any`` over a reshaped middle axis runs vectorised along the rows: 0.025 s for 10980²,
     where ``logical_or.reduceat`` took 0.3 s.
