@@ -8,6 +8,7 @@ Credentials are fake and the environment is scrubbed so that nothing can reach A
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -125,6 +126,25 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         bucket = request.getfixturevalue("s3_bucket")
         options = request.getfixturevalue("s3_storage_options")
         yield Target("s3", f"s3://{bucket}/darts/T06WVS", options)
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable() -> dict[str, Any]:
+    """s3fs options for an endpoint where nothing listens: every request fails at once."""
+    return {
+        "endpoint_url": f"http://127.0.0.1:{closed_port()}",
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+        "skip_instance_cache": True,
+    }
 
 
 @pytest.fixture(scope="session")

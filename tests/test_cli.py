@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import rasterio
 import xarray as xr
 from click.testing import CliRunner, Result
 
+from conftest import closed_port
 from darts_export.cli import ExitCode, main
 from darts_export.manifest import Manifest
 from darts_export.products import Product
@@ -50,12 +50,6 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
 
 def as_json(result: Result) -> Any:
     return json.loads(result.stdout)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def read_band(path: Path) -> tuple[np.ndarray[Any, Any], rasterio.crs.CRS]:

@@ -105,22 +105,15 @@ def test_failed_upload_leaves_no_manifest(
     assert not verify(target.out_dir, storage_options=target.storage_options).ok
 
 
-def test_unreachable_target_falls_back_to_local_folder(small_tile: xr.Dataset, tmp_path: Path) -> None:
-    from test_storage import _closed_port
-
-    options = {
-        "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
-        "key": "k",
-        "secret": "s",
-        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
-        "skip_instance_cache": True,
-    }
+def test_unreachable_target_falls_back_to_local_folder(
+    small_tile: xr.Dataset, tmp_path: Path, unreachable: dict[str, Any]
+) -> None:
     seen: list[str] = []
     manifest = export_tile(
         small_tile,
         "s3://bucket/darts/T1",
         bands=["binarized", "metadata"],
-        storage_options=options,
+        storage_options=unreachable,
         fallback_dir=tmp_path / "fallback",
         progress=seen.append,
     )

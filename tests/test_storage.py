@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -111,22 +110,9 @@ def test_permanent_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> No
     assert calls == [1]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_unreachable_endpoint_is_reported_as_such(small_tile: xr.Dataset) -> None:
-    options = {
-        "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
-        "key": "k",
-        "secret": "s",
-        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
-        "skip_instance_cache": True,
-    }
+def test_unreachable_endpoint_is_reported_as_such(small_tile: xr.Dataset, unreachable: dict[str, Any]) -> None:
     with pytest.raises(TargetUnreachableError, match="unreachable"):
-        export_tile(small_tile, "s3://nowhere/prefix", bands=["binarized"], storage_options=options)
+        export_tile(small_tile, "s3://nowhere/prefix", bands=["binarized"], storage_options=unreachable)
 
 
 def test_missing_bucket_is_unreachable(small_tile: xr.Dataset, s3_storage_options: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,6 @@ from darts_export.sync import sync
 from helpers import expected_percent
 
 BANDS = ("probabilities", "binarized", "metadata")
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def unreachable() -> dict[str, Any]:
-    """s3fs options for an endpoint where nothing listens: every request fails at once."""
-    return {
-        "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
-        "key": "k",
-        "secret": "s",
-        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
-        "skip_instance_cache": True,
-    }
 
 
 def _fall_back(tile: xr.Dataset, target: str, fallback: Path, unreachable: dict[str, Any], **kw: Any) -> Manifest:
