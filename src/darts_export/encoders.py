@@ -94,8 +94,7 @@ def _encode_raster(product: PlannedProduct, ctx: EncodeContext) -> EncodedRaster
 
 
 def _encode_vector(product: PlannedProduct, ctx: EncodeContext) -> tuple[tuple[OutputFile, bytes | Path], ...]:
-    source = ctx.view.array(product.required[0])
-    mask: NDArray[np.bool_] = source if source.dtype == np.bool_ else np.not_equal(source, 0)  # type: ignore[assignment]
+    mask = ctx.view.array(product.required[0])  # non-zero is set; polygonize_* read it as such
     if product.product == Product.EXTENT:
         frame = polygonize_extent(mask, ctx.view.georef)
     else:

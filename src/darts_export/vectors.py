@@ -83,7 +83,7 @@ _EXTENT_BLOCK: Final = 128
 
 
 def polygonize_objects(
-    mask: NDArray[np.bool_], georef: GeoRef, probabilities: NDArray[np.floating[Any]] | None
+    mask: NDArray[Any], georef: GeoRef, probabilities: NDArray[np.floating[Any]] | None
 ) -> gpd.GeoDataFrame:
     """One row per 8-connected object of ``mask``, with zonal statistics of ``probabilities``.
 
@@ -120,7 +120,7 @@ def polygonize_objects(
     return frame
 
 
-def polygonize_extent(valid: NDArray[np.bool_], georef: GeoRef) -> gpd.GeoDataFrame:
+def polygonize_extent(valid: NDArray[Any], georef: GeoRef) -> gpd.GeoDataFrame:
     """One row per 8-connected region of valid data (e.g. ``extent > 0``).
 
     Args:
