@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
@@ -173,7 +173,7 @@ class ExportSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form; ``reason`` and ``error_type`` only when set."""
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data = asdict(self)
         return {k: v for k, v in data.items() if v is not None or k not in ("reason", "error_type")}
 
 

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -67,16 +67,8 @@ class SyncResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form."""
-        return {
-            "local_path": self.local_path,
-            "target": self.target,
-            "status": self.status,
-            "artifacts": self.artifacts,
-            "bytes": self.bytes,
-            "reason": self.reason,
-            "error": self.error,
-        }
+        """The JSON-ready form (every field)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
