@@ -217,7 +217,8 @@ class _Job:
                 for future in encoded.values():
                     future.cancel()
                 raise
-        artifacts.sort(key=lambda a: _plan_rank(self.planned, a.path))
+        rank = {o.path: i for i, o in enumerate(o for p in self.planned for o in p.outputs)}
+        artifacts.sort(key=lambda a: rank[a.path])
         for product in self.planned:
             if product.kind is Kind.DEBUG_STORE:
                 artifacts.extend(self._debug_store(storage, product))
@@ -311,24 +312,17 @@ class _Job:
 
 
 _ENCODER_THREADS = 2
-# Relative encoding seconds per kind at 10980² (bench/run.py): the longest are started first
-# so the two encoder threads finish together (longest-processing-time-first scheduling).
+# Encoding seconds per kind at 10980² (bench/run.py, each product alone): the longest are
+# started first so the two encoder threads finish together (longest-processing-time first).
 _COST = {
-    Kind.PROBABILITY_RASTER: 1.9,
-    Kind.BAND_RASTER: 1.9,
-    Kind.VECTOR: 0.9,
-    Kind.MASK_RASTER: 0.5,
-    Kind.THUMBNAIL: 0.1,
+    Kind.PROBABILITY_RASTER: 1.5,
+    Kind.BAND_RASTER: 1.5,  # not in the default bands; a multi-band COG costs about as much
+    Kind.MASK_RASTER: 0.6,
+    Kind.VECTOR: 0.45,
+    Kind.THUMBNAIL: 0.2,
     Kind.METADATA_JSON: 0.0,
     Kind.DEBUG_STORE: 0.0,
 }
-
-
-def _plan_rank(planned: tuple[PlannedProduct, ...], path: str) -> int:
-    for rank, output in enumerate(o for p in planned for o in p.outputs):
-        if output.path == path:
-            return rank
-    return len(planned) * 4
 
 
 def _artifact(
