@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from rasterio.io import MemoryFile
 
-from darts_export.cog import CogOptions, encode_cog
-from darts_export.rasters import probabilities_to_percent
+from darts_export.formats.cog import CogOptions, encode_cog
+from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
 

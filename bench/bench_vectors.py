@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from _memory import PeakRss
+from darts_export.formats.polygons import polygonize_extent, polygonize_objects
+from darts_export.formats.vector_files import encode_geoparquet, write_geopackage
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
-from darts_export.vector_files import encode_geoparquet, write_geopackage
-from darts_export.vectors import polygonize_extent, polygonize_objects
 
 _MIB = 1024 * 1024
 

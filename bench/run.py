@@ -44,8 +44,8 @@ from rasterio.io import MemoryFile
 
 from _memory import PeakRss
 from darts_export import DEFAULT_BANDS, export_tile, make_synthetic_tile
-from darts_export.cog import CogOptions, Resampling
-from darts_export.rasters import probabilities_to_percent
+from darts_export.formats.cog import CogOptions, Resampling
+from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.tile import TileView
 
 ORIGINAL_BYTES = 32.8e6

@@ -13,18 +13,11 @@ import shapely
 from stac_geoparquet.arrow import stac_table_to_items
 
 from conftest import Target
-from darts_export.catalog import (
-    COLLECTION_NAME,
-    ITEMS_PARQUET_NAME,
-    NoItemsError,
-    build_collection,
-    rebase_item,
-    union_bbox,
-)
-from darts_export.errors import ExportError
+from darts_export.errors import ExportError, NoItemsError
 from darts_export.export import export_tile
 from darts_export.products import ITEM_NAME
-from darts_export.stac import asset_key, encode_item
+from darts_export.stac.collection import COLLECTION_NAME, ITEMS_PARQUET_NAME, build_collection, rebase_item, union_bbox
+from darts_export.stac.item import asset_key, encode_item
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
 from helpers import multihash

@@ -18,7 +18,7 @@ import xarray as xr
 from click.testing import CliRunner, Result
 
 from conftest import closed_port
-from darts_export.cli import ExitCode, main
+from darts_export.cli.main import ExitCode, main
 from darts_export.manifest import Manifest
 from darts_export.products import Product
 from darts_export.synthetic import make_synthetic_tile

@@ -13,18 +13,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from darts_export import cloud
-from darts_export.cloud import (
-    ConfigurationError,
-    ExportFailedError,
-    ExportRequest,
-    HandlerConfig,
-    InvalidEventError,
-    handler,
-    output_for_input,
-    parse_event,
-)
-from darts_export.errors import ExportError, InvalidTileError
+from darts_export.cloud import lambda_handler as cloud
+from darts_export.cloud.lambda_handler import ExportRequest, HandlerConfig, handler, output_for_input, parse_event
+from darts_export.errors import ConfigurationError, ExportError, ExportFailedError, InvalidEventError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS
 from darts_export.verify import verify
 from helpers import expected_percent, multihash, read_raster
@@ -239,7 +230,7 @@ def test_memory_estimate_is_logged(
     store = tmp_path / "T1" / "tile.zarr"
     put_zarr(tile_factory(64, seed=1), str(store), None)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")
-    with caplog.at_level(logging.INFO, logger="darts_export.cloud"):
+    with caplog.at_level(logging.INFO, logger="darts_export.cloud.lambda_handler"):
         summary = handler({"input": str(store), "output": str(tmp_path / "out"), "bands": ["probabilities"]})
     assert isinstance(summary, dict)
     assert summary["status"] == "exported"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rasterio.io import MemoryFile
 
-from darts_export.cog import encode_cog
-from darts_export.rasters import probabilities_to_percent
+from darts_export.formats.cog import encode_cog
+from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.tile import TileView
 from helpers import expected_percent
 

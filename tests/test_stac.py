@@ -19,19 +19,12 @@ from pystac.validation import JsonSchemaSTACValidator
 from shapely.geometry import shape
 
 from conftest import SHARED
-from darts_export.cog import BandStatistics, RasterBand
 from darts_export.errors import InvalidTileError
+from darts_export.formats.cog import BandStatistics, RasterBand
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import ITEM_NAME, MediaType
-from darts_export.stac import (
-    FOOTPRINT_MAX_VERTICES,
-    acquisition_datetime,
-    asset_key,
-    build_item,
-    encode_item,
-    footprint,
-    footprint_bbox,
-)
+from darts_export.stac.footprint import FOOTPRINT_MAX_VERTICES, footprint, footprint_bbox
+from darts_export.stac.item import acquisition_datetime, asset_key, build_item, encode_item
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
 
@@ -406,7 +399,7 @@ def test_clashing_asset_keys_are_rejected() -> None:
 
 @pytest.mark.parametrize(("shape", "factor"), [((37, 53), 5), ((40, 40), 8), ((7, 300), 11), ((64, 64), 1000)])
 def test_block_any_equals_a_reduceat_reference(shape: tuple[int, int], factor: int) -> None:
-    from darts_export.stac import _block_any
+    from darts_export.stac.footprint import _block_any
 
     mask = np.random.default_rng(sum(shape)).random(shape) > 0.97
     rows = np.logical_or.reduceat(mask, np.arange(0, shape[0], factor), axis=0)

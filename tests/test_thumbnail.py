@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import Target
 from darts_export.export import export_tile
+from darts_export.formats.thumbnail import CONTOUR_COLOUR, EXTENT_COLOUR, NODATA_COLOUR, render_thumbnail
 from darts_export.synthetic import make_synthetic_tile
-from darts_export.thumbnail import CONTOUR_COLOUR, EXTENT_COLOUR, NODATA_COLOUR, render_thumbnail
 from darts_export.tile import TileView
 from helpers import multihash, read_back
 

@@ -28,9 +28,9 @@ from scipy import ndimage
 from conftest import SHARED
 from darts_export import export_tile
 from darts_export.errors import InvalidTileError
+from darts_export.formats.polygons import EXTENT_COLUMNS, OBJECT_COLUMNS, polygonize_extent, polygonize_objects
+from darts_export.formats.vector_files import GPKG_TIMESTAMP, encode_geoparquet, write_geopackage
 from darts_export.tile import GeoRef
-from darts_export.vector_files import GPKG_TIMESTAMP, encode_geoparquet, write_geopackage
-from darts_export.vectors import EXTENT_COLUMNS, OBJECT_COLUMNS, polygonize_extent, polygonize_objects
 from helpers import expected_percent
 
 # Pixel (row, col) covers x in [X0 + 10 col, X0 + 10 (col + 1)], y in [Y0 - 10 (row + 1), Y0 - 10 row].

@@ -5,7 +5,6 @@ check an export for completeness and integrity, locally or on object storage.
 """
 
 from darts_export.__about__ import __version__
-from darts_export.cog import CogOptions
 from darts_export.errors import (
     ArtifactExistsError,
     ExportError,
@@ -16,6 +15,7 @@ from darts_export.errors import (
     VerificationError,
 )
 from darts_export.export import export_tile
+from darts_export.formats.cog import CogOptions
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import DEFAULT_BANDS, Product
 from darts_export.synthetic import make_synthetic_tile

@@ -18,14 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from darts_export.cog import CogOptions, RasterBand
 from darts_export.errors import InvalidTileError
+from darts_export.formats.cog import CogOptions, RasterBand
+from darts_export.formats.polygons import polygonize_extent, polygonize_objects
+from darts_export.formats.rasters import (
+    EncodedRaster,
+    encode_band_raster,
+    encode_mask_raster,
+    encode_probability_raster,
+)
+from darts_export.formats.thumbnail import render_thumbnail
+from darts_export.formats.vector_files import encode_geoparquet, write_geopackage
 from darts_export.products import Kind, OutputFile, PlannedProduct, Product
-from darts_export.rasters import EncodedRaster, encode_band_raster, encode_mask_raster, encode_probability_raster
-from darts_export.thumbnail import render_thumbnail
 from darts_export.tile import TileView
-from darts_export.vector_files import encode_geoparquet, write_geopackage
-from darts_export.vectors import polygonize_extent, polygonize_objects
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

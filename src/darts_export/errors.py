@@ -1,17 +1,30 @@
-"""The exceptions darts-export raises.
+"""Every exception darts-export raises.
 
-Every error derives from :class:`ExportError`; each subclass also inherits the
-built-in exception a caller would naturally catch (``ValueError`` for bad input,
-``OSError`` for storage trouble), so existing ``except ValueError`` code keeps working.
-Messages name the offending value and say what to do about it.
+All derive from :class:`ExportError`; each subclass also inherits the built-in exception a
+caller would naturally catch (``ValueError`` for bad input, ``OSError`` for storage trouble,
+``FileNotFoundError`` for something missing), so existing ``except ValueError`` code keeps
+working. Messages name the offending value and say what to do about it.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 __all__ = [
     "ArtifactExistsError",
+    "ConfigurationError",
     "ExportError",
+    "ExportFailedError",
+    "IncompleteStoreError",
+    "InputNotFoundError",
+    "InputReadError",
+    "InsufficientSpaceError",
+    "InvalidEventError",
+    "InvalidInputError",
     "InvalidTileError",
+    "NoItemsError",
     "StorageError",
     "TargetUnreachableError",
     "UnsupportedTargetError",
@@ -21,6 +34,9 @@ __all__ = [
 
 class ExportError(Exception):
     """Base class of every error raised by darts-export."""
+
+
+# --- bad input: raised before anything is written -------------------------------------------------
 
 
 class InvalidTileError(ExportError, ValueError):
@@ -34,6 +50,36 @@ class UnsupportedTargetError(ExportError, ValueError):
     """``out_dir`` names a protocol that no installed fsspec implementation handles."""
 
 
+class InvalidEventError(InvalidTileError):
+    """A cloud event is malformed or names something that cannot be exported; raised before anything is written."""
+
+
+class ConfigurationError(ExportError, ValueError):
+    """An environment variable of the cloud handler is missing or malformed."""
+
+
+# --- input tiles ----------------------------------------------------------------------------------
+
+
+class InputReadError(ExportError, OSError):
+    """The input tile cannot be opened or read (the base of every input error)."""
+
+
+class InputNotFoundError(InputReadError, FileNotFoundError):
+    """The input path, object or store does not exist."""
+
+
+class InvalidInputError(InputReadError, ValueError):
+    """The input exists but is not a readable Zarr store or NetCDF-4 file."""
+
+
+class IncompleteStoreError(InputReadError):
+    """The Zarr store exists but has no consolidated metadata yet: its writer has not finished."""
+
+
+# --- storage --------------------------------------------------------------------------------------
+
+
 class StorageError(ExportError, OSError):
     """Reading from or writing to the output location failed."""
 
@@ -45,9 +91,37 @@ class TargetUnreachableError(StorageError):
     """
 
 
+class InsufficientSpaceError(ExportError, OSError):
+    """The local staging disk (``/tmp`` on Lambda) has less free space than the export needs."""
+
+
 class ArtifactExistsError(ExportError, FileExistsError):
     """An export already exists at the target and overwriting was not requested."""
 
 
+# --- checking and cataloguing exports -------------------------------------------------------------
+
+
 class VerificationError(ExportError):
     """An exported artifact is missing or differs from what its manifest records."""
+
+
+class NoItemsError(ExportError, FileNotFoundError):
+    """No export's ``item.json`` was found under the walked prefix."""
+
+
+class _Summary(Protocol):
+    @property
+    def status(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ExportFailedError(ExportError):
+    """At least one request of a cloud event failed; ``summaries`` holds the outcome of every request."""
+
+    def __init__(self, summaries: Sequence[_Summary]) -> None:
+        """Build the message from the failed summaries."""
+        self.summaries = tuple(summaries)
+        failed = [s.to_dict() for s in self.summaries if s.status == "failed"]
+        super().__init__(f"{len(failed)} of {len(self.summaries)} export(s) failed: {json.dumps(failed)}")

@@ -1,7 +1,7 @@
 """The orchestration: validate a tile, encode every requested product, publish, commit the manifest.
 
-Encoding (array → bytes) happens in :mod:`~darts_export.rasters`, :mod:`~darts_export.vectors`,
-:mod:`~darts_export.thumbnail`; where bytes go is :mod:`~darts_export.storage`. Only this
+Encoding (array → bytes) happens in :mod:`~darts_export.formats.rasters`, :mod:`~darts_export.formats.polygons`,
+:mod:`~darts_export.formats.thumbnail`; where bytes go is :mod:`~darts_export.storage`. Only this
 module talks to both. Uploads run on a background thread while the next product encodes.
 """
 
@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from darts_export.__about__ import __version__
-from darts_export.cog import CogOptions, RasterBand
-from darts_export.debug_store import write_debug_store
 from darts_export.encoders import EncodeContext, encode_product
 from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, TargetUnreachableError
+from darts_export.formats.cog import CogOptions, RasterBand
+from darts_export.formats.rasters import probabilities_to_percent
+from darts_export.formats.zarr_store import write_debug_store
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import (
     DEFAULT_BANDS,
@@ -38,8 +39,8 @@ from darts_export.products import (
     PlannedProduct,
     plan_products,
 )
-from darts_export.rasters import probabilities_to_percent
-from darts_export.stac import build_item, encode_item, footprint
+from darts_export.stac.footprint import footprint
+from darts_export.stac.item import build_item, encode_item
 from darts_export.storage import Storage, StoredObject
 from darts_export.tile import GeoRef, TileView
 

@@ -23,16 +23,12 @@ from typing import Any, Literal
 import fsspec
 import xarray as xr
 
-from darts_export.errors import ExportError
+from darts_export.errors import IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
 
 __all__ = [
     "NETCDF_SUFFIXES",
     "ZARR_SUFFIXES",
-    "IncompleteStoreError",
     "InputFormat",
-    "InputNotFoundError",
-    "InputReadError",
-    "InvalidInputError",
     "input_format",
     "open_tile",
 ]
@@ -49,22 +45,6 @@ InputFormat = Literal["zarr", "netcdf"]
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NETCDF3_SIGNATURE = b"CDF"
 _SCALE_ATTRS = frozenset({"scale_factor", "add_offset"})
-
-
-class InputReadError(ExportError, OSError):
-    """The input tile cannot be opened or read (the base of every input error)."""
-
-
-class InputNotFoundError(InputReadError, FileNotFoundError):
-    """The input path, object or store does not exist."""
-
-
-class InvalidInputError(InputReadError, ValueError):
-    """The input exists but is not a readable Zarr store or NetCDF-4 file."""
-
-
-class IncompleteStoreError(InputReadError):
-    """The Zarr store exists but has no consolidated metadata yet: its writer has not finished."""
 
 
 def input_format(source: str | os.PathLike[str]) -> InputFormat:

@@ -34,14 +34,13 @@ from urllib.parse import urlsplit
 import pystac
 from pystac.utils import str_to_datetime
 
-from darts_export.errors import ExportError, StorageError
+from darts_export.errors import ExportError, NoItemsError, StorageError
 from darts_export.products import ITEM_NAME, MediaType
 from darts_export.storage import Storage
 
 __all__ = [
     "COLLECTION_NAME",
     "ITEMS_PARQUET_NAME",
-    "NoItemsError",
     "build_collection",
     "collection_from_items",
     "find_items",
@@ -60,10 +59,6 @@ ITEMS_PARQUET_NAME = "items.parquet"
 DEFAULT_DESCRIPTION = "DARTS retrogressive thaw slump segmentation exports, one item per processed tile."
 
 _SKIPPED_DIR_SUFFIXES = (".zarr",)  # never look for items inside a debug store
-
-
-class NoItemsError(ExportError, FileNotFoundError):
-    """No export's ``item.json`` was found under the walked prefix."""
 
 
 def find_items(storage: Storage) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 import pyogrio
 
 from darts_export.errors import InvalidTileError
-from darts_export.vectors import GEOMETRY_TYPE
+from darts_export.formats.polygons import GEOMETRY_TYPE
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -22,8 +22,16 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, StorageError, UnsupportedTargetError
-from darts_export.inputs import InputNotFoundError, InputReadError, InvalidInputError
+from darts_export.errors import (
+    ArtifactExistsError,
+    ExportError,
+    InputNotFoundError,
+    InputReadError,
+    InvalidInputError,
+    InvalidTileError,
+    StorageError,
+    UnsupportedTargetError,
+)
 
 __all__ = [
     "EXIT_CODES_HELP",

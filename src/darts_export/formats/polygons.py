@@ -1,7 +1,7 @@
 """Vector products: the polygonized objects and the valid-data extent of a tile.
 
 :func:`polygonize_objects` and :func:`polygonize_extent` turn a boolean raster into a
-:class:`geopandas.GeoDataFrame` in the tile's CRS; :mod:`darts_export.vector_files` encodes
+:class:`geopandas.GeoDataFrame` in the tile's CRS; :mod:`darts_export.formats.vector_files` encodes
 such a frame as GeoParquet bytes or a GeoPackage file.
 
 Geometry model: a *region* is a set of set pixels that is 8-connected (pixels touching
@@ -42,9 +42,9 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 from shapely.geometry.base import BaseGeometry
 
-from darts_export.cog import local_gdal_env
 from darts_export.errors import InvalidTileError
-from darts_export.rasters import PROBABILITY_NODATA, probabilities_to_percent
+from darts_export.formats.cog import local_gdal_env
+from darts_export.formats.rasters import PROBABILITY_NODATA, probabilities_to_percent
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -36,9 +36,16 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
-from darts_export.errors import ExportError, InvalidTileError
+from darts_export.errors import (
+    ConfigurationError,
+    ExportFailedError,
+    IncompleteStoreError,
+    InsufficientSpaceError,
+    InvalidEventError,
+    InvalidTileError,
+)
 from darts_export.export import export_tile
-from darts_export.inputs import NETCDF_SUFFIXES, ZARR_SUFFIXES, IncompleteStoreError, InputReadError, open_tile
+from darts_export.inputs import NETCDF_SUFFIXES, ZARR_SUFFIXES, open_tile
 from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, Kind, PlannedProduct, plan_products
 from darts_export.verify import verify
 
@@ -46,14 +53,9 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
-    "ConfigurationError",
-    "ExportFailedError",
     "ExportRequest",
     "ExportSummary",
     "HandlerConfig",
-    "InputReadError",  # defined in darts_export.inputs; kept importable from here
-    "InsufficientSpaceError",
-    "InvalidEventError",
     "handler",
     "output_for_input",
     "parse_event",
@@ -75,28 +77,6 @@ WORKING_BYTES_PER_PIXEL = 8
 _DIRECT_KEYS = frozenset({"input", "output", "bands", "ensemble_subsets", "metadata", "overwrite", "debug"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
-
-
-class InvalidEventError(InvalidTileError):
-    """The event is malformed or names something that cannot be exported; raised before anything is written."""
-
-
-class ConfigurationError(ExportError, ValueError):
-    """An environment variable of the handler is missing or malformed."""
-
-
-class InsufficientSpaceError(ExportError, OSError):
-    """The local staging disk (``/tmp`` on Lambda) has less free space than the export needs."""
-
-
-class ExportFailedError(ExportError):
-    """At least one request of the event failed; ``summaries`` holds the outcome of every request."""
-
-    def __init__(self, summaries: Sequence[ExportSummary]) -> None:
-        """Build the message from the failed summaries."""
-        self.summaries = tuple(summaries)
-        failed = [s.to_dict() for s in self.summaries if s.status == "failed"]
-        super().__init__(f"{len(failed)} of {len(self.summaries)} export(s) failed: {json.dumps(failed)}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from darts_export.cog import CogOptions, RasterBand, Resampling, encode_cog
+from darts_export.formats.cog import CogOptions, RasterBand, Resampling, encode_cog
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -30,7 +30,7 @@ import click
 from rasterio.errors import NotGeoreferencedWarning
 
 from darts_export.__about__ import __version__
-from darts_export.cli_context import (
+from darts_export.cli.context import (
     EXIT_CODES_HELP,
     JSON_FILE,
     ExitCode,
@@ -258,7 +258,8 @@ def stac_command(
     Every export's item.json under ROOT becomes an item of ROOT/collection.json, with extents that
     span them all. Exits with 3 when there is no export under ROOT.
     """
-    from darts_export.catalog import NoItemsError, build_collection
+    from darts_export.errors import NoItemsError
+    from darts_export.stac.collection import build_collection
 
     extra = {} if description is None else {"description": description}
     with run.translated():
