@@ -8,10 +8,8 @@ Credentials are fake and the environment is scrubbed so that nothing can reach A
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,7 @@ import xarray as xr
 from moto.server import ThreadedMotoServer
 
 from darts_export.synthetic import make_synthetic_tile
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-"""The shared/ folder beside the checkout (official JSON schemas, reference docs)."""
+from helpers import Target, closed_port
 
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -90,25 +86,6 @@ def s3_bucket(s3_client: Any) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a test exports to: ``out_dir`` and the ``storage_options`` that go with it."""
-
-    backend: str
-    out_dir: str
-    storage_options: dict[str, Any] | None = field(default=None)
-
-    def fs(self) -> fsspec.AbstractFileSystem:
-        """An independent fsspec filesystem on the target, for reading results back."""
-        fs, _ = fsspec.core.url_to_fs(self.out_dir, **(self.storage_options or {}))
-        return fs
-
-    def path(self, rel: str) -> str:
-        """The full path of ``rel`` in that filesystem's notation."""
-        _, root = fsspec.core.url_to_fs(self.out_dir, **(self.storage_options or {}))
-        return f"{root.rstrip('/')}/{rel}"
-
-
 @pytest.fixture(params=["local", "memory", "s3"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """The same test on a local folder, on ``memory://`` and on S3 (moto server)."""
@@ -126,13 +103,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         bucket = request.getfixturevalue("s3_bucket")
         options = request.getfixturevalue("s3_storage_options")
         yield Target("s3", f"s3://{bucket}/darts/T06WVS", options)
-
-
-def closed_port() -> int:
-    """A loopback port where nothing listens (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -1,15 +1,56 @@
-"""Small helpers shared by the tests: read artifacts back through independent clients."""
+"""Small helpers shared by the tests: export targets, reading artifacts back through independent clients."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import rasterio
+import xarray as xr
 from rasterio.io import MemoryFile
 
-from conftest import Target
+DATA = Path(__file__).resolve().parent / "data"
+SCHEMAS = DATA / "schemas"
+"""Official JSON schemas the tests validate against (see ``tests/data/schemas/SOURCES.md``)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a test exports to: ``out_dir`` and the ``storage_options`` that go with it."""
+
+    backend: str
+    out_dir: str
+    storage_options: dict[str, Any] | None = field(default=None)
+
+    @functools.cached_property
+    def _resolved(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        # One filesystem per target, made on first use: a new S3 client per read made read-back ~10x slower.
+        # No listings cache, so that a listing taken before an export never hides what it wrote.
+        options = {**self.storage_options, "use_listings_cache": False} if self.storage_options else {}
+        fs, root = fsspec.core.url_to_fs(self.out_dir, **options)
+        return fs, str(root)
+
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """An fsspec filesystem on the target, independent of the one the export used, for reading results back."""
+        return self._resolved[0]
+
+    def path(self, rel: str) -> str:
+        """The full path of ``rel`` in that filesystem's notation."""
+        return f"{self._resolved[1].rstrip('/')}/{rel}"
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def read_back(target: Target, rel: str) -> bytes:
@@ -49,3 +90,32 @@ def expected_percent(probabilities: np.ndarray) -> np.ndarray:
 
 def open_with_gdal(data: bytes) -> rasterio.DatasetReader:
     return MemoryFile(data).open()
+
+
+# --- S3 (boto3 client on the moto server) and cloud events ----------------------------------------
+
+
+def s3_record(bucket: str, key: str, *, source: str = "aws:s3", name: str = "ObjectCreated:Put") -> dict[str, Any]:
+    """One record of an S3 event notification."""
+    return {"eventSource": source, "eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
+def put_zarr(tile: xr.Dataset, url: str, options: dict[str, Any] | None, *, consolidated: bool = True) -> None:
+    """Write ``tile`` as a Zarr store at ``url``, as a producer upstream of darts-export would."""
+    # A cached s3fs instance: an uncached one dropped mid-test leaves its aiohttp session unclosed (ResourceWarning).
+    options = {k: v for k, v in options.items() if k != "skip_instance_cache"} if options else None
+    with warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is not (yet) part of the v3 spec; producers write it anyway.
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        tile.to_zarr(url, storage_options=options, consolidated=consolidated, mode="w")
+
+
+def keys(s3_client: Any, bucket: str, prefix: str = "") -> list[str]:
+    """Every object key in ``bucket`` under ``prefix``, sorted."""
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+def get(s3_client: Any, bucket: str, key: str) -> bytes:
+    """The bytes of one object."""
+    return bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())

@@ -12,7 +12,6 @@ import pytest
 import shapely
 from stac_geoparquet.arrow import stac_table_to_items
 
-from conftest import Target
 from darts_export.errors import ExportError, NoItemsError
 from darts_export.export import export_tile
 from darts_export.products import ITEM_NAME
@@ -20,8 +19,8 @@ from darts_export.stac.collection import COLLECTION_NAME, ITEMS_PARQUET_NAME, bu
 from darts_export.stac.item import asset_key, encode_item
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
-from helpers import multihash
-from test_stac import OfflineValidator, antimeridian_tile, make_item, validate_offline
+from helpers import Target, multihash
+from stac_helpers import OfflineValidator, antimeridian_tile, make_item, validate_offline
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,13 @@ import rasterio
 import xarray as xr
 from click.testing import CliRunner, Result
 
-from conftest import closed_port
 from darts_export.cli.main import ExitCode, main
 from darts_export.manifest import Manifest
 from darts_export.products import Product
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.verify import verify
-from helpers import expected_percent
-from test_cloud import get, keys, put_zarr
-from test_stac import OfflineValidator, validate_offline
+from helpers import closed_port, expected_percent, get, keys, put_zarr
+from stac_helpers import OfflineValidator, validate_offline
 
 SIZE = 64
 BANDS = ("probabilities", "binarized", "polygonized", "metadata")

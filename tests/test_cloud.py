@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +17,11 @@ from darts_export.cloud.lambda_handler import ExportRequest, HandlerConfig, hand
 from darts_export.errors import ConfigurationError, ExportError, ExportFailedError, InvalidEventError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS
 from darts_export.verify import verify
-from helpers import expected_percent, multihash, read_raster
+from helpers import expected_percent, get, keys, multihash, put_zarr, read_raster, s3_record
 
 BANDS = ["probabilities", "binarized", "metadata"]
 PREFIX = "s3://out-bucket/exports"
 CONFIG = HandlerConfig(output_prefix=PREFIX)
-
-
-def s3_record(bucket: str, key: str, *, source: str = "aws:s3", name: str = "ObjectCreated:Put") -> dict[str, Any]:
-    return {"eventSource": source, "eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
-
-
-def put_zarr(tile: xr.Dataset, url: str, options: dict[str, Any] | None, *, consolidated: bool = True) -> None:
-    # A cached s3fs instance: an uncached one dropped mid-test leaves its aiohttp session unclosed (ResourceWarning).
-    options = {k: v for k, v in options.items() if k != "skip_instance_cache"} if options else None
-    with warnings.catch_warnings():
-        # zarr 3 warns that consolidated metadata is not (yet) part of the v3 spec; producers write it anyway.
-        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
-        tile.to_zarr(url, storage_options=options, consolidated=consolidated, mode="w")
-
-
-def keys(s3_client: Any, bucket: str, prefix: str = "") -> list[str]:
-    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-
-
-def get(s3_client: Any, bucket: str, key: str) -> bytes:
-    return bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 @pytest.fixture

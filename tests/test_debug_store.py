@@ -11,12 +11,12 @@ import pytest
 import xarray as xr
 import zarr
 
-from conftest import Target
 from darts_export.errors import StorageError
 from darts_export.formats import zarr_store as debug_store
 from darts_export.formats.zarr_store import write_debug_store
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
+from helpers import Target
 
 REL = "darts_inference_debug.zarr"
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import Target
 from darts_export import (
     ArtifactExistsError,
     InvalidTileError,
@@ -20,6 +19,7 @@ from darts_export import (
     verify,
 )
 from darts_export.storage import Storage
+from helpers import Target
 
 
 def _nothing_written(target: Target) -> bool:

@@ -21,11 +21,10 @@ from PIL import Image
 
 import darts_export.encoders
 import darts_export.export
-from conftest import Target
 from darts_export import DEFAULT_BANDS, Manifest, export_tile, missing_outputs, verify
 from darts_export.errors import StorageError
 from darts_export.products import expected_paths
-from helpers import multihash, read_back
+from helpers import Target, multihash, read_back
 
 SUBSETS = ("with_tcvis",)
 META = {"tile_id": "T06WVS_2024", "model_version": "v2.1"}

@@ -11,10 +11,9 @@ import rasterio
 import xarray as xr
 from rio_cogeo.cogeo import cog_validate
 
-from conftest import Target
 from darts_export import Manifest, export_tile, missing_outputs, verify
 from darts_export.synthetic import make_synthetic_tile
-from helpers import expected_percent, multihash, read_back, read_raster
+from helpers import Target, expected_percent, multihash, read_back, read_raster
 
 RASTER_BANDS = ["probabilities", "binarized", "optical", "dem", "tcvis", "metadata", "slope"]
 SUBSETS = ["with_tcvis", "without_tcvis"]

@@ -26,7 +26,7 @@ from cfnlint.decode import decode
 
 from darts_export.cloud.lambda_handler import handler
 from darts_export.products import DEFAULT_BANDS
-from test_cloud import get, put_zarr, s3_record
+from helpers import get, put_zarr, s3_record
 
 pytestmark = pytest.mark.filterwarnings(
     # moto's CloudFormation has no AWS::S3::BucketPolicy; it warns (in its server thread) and skips the

@@ -12,10 +12,9 @@ import rasterio
 import xarray as xr
 from rasterio.session import AWSSession
 
-from conftest import Target
 from darts_export import StorageError, TargetUnreachableError, export_tile
 from darts_export.storage import Storage, multihash_sha256
-from helpers import expected_percent
+from helpers import Target, expected_percent
 
 
 def test_publish_bytes_and_file_report_true_size_and_checksum(target: Target, tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ import xarray as xr
 from numpy.typing import NDArray
 from PIL import Image
 
-from conftest import Target
 from darts_export.export import export_tile
 from darts_export.formats.thumbnail import CONTOUR_COLOUR, EXTENT_COLOUR, NODATA_COLOUR, render_thumbnail
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
-from helpers import multihash, read_back
+from helpers import Target, multihash, read_back
 
 # A 200 x 300 tile rendered at 600 px: every input pixel becomes a 2 x 2 block.
 HEIGHT, WIDTH, SIZE = 200, 300, 600

@@ -25,13 +25,12 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from scipy import ndimage
 
-from conftest import SHARED
 from darts_export import export_tile
 from darts_export.errors import InvalidTileError
 from darts_export.formats.polygons import EXTENT_COLUMNS, OBJECT_COLUMNS, polygonize_extent, polygonize_objects
 from darts_export.formats.vector_files import GPKG_TIMESTAMP, encode_geoparquet, write_geopackage
 from darts_export.tile import GeoRef
-from helpers import expected_percent
+from helpers import SCHEMAS, expected_percent
 
 # Pixel (row, col) covers x in [X0 + 10 col, X0 + 10 (col + 1)], y in [Y0 - 10 (row + 1), Y0 - 10 row].
 X0, Y0, PIXEL = 399960.0, 7700040.0, 10.0
@@ -281,7 +280,7 @@ def validate_geo(metadata: dict[str, Any]) -> None:
     The schema's ``crs`` refers to the PROJJSON schema on proj.org; PROJ ships that very
     schema (same ``$id``), so it is served from pyproj's data folder and nothing is fetched.
     """
-    schema = json.loads((SHARED / "schemas/geoparquet/schema-v1.1.0.json").read_text())
+    schema = json.loads((SCHEMAS / "geoparquet" / "schema-v1.1.0.json").read_text())
     projjson = json.loads((Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json").read_text())
 
     def no_network(uri: str) -> Resource[Any]:
