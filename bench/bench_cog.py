@@ -74,7 +74,11 @@ def main() -> None:
 
     view = TileView(make_synthetic_tile(args.size, seed=0, with_inputs=False))
     rasters = {
-        "probabilities": (probabilities_to_percent(view.array("probabilities")), 255, "AVERAGE"),
+        "probabilities": (
+            probabilities_to_percent(np.asarray(view.array("probabilities"), dtype=np.float32)),
+            255,
+            "AVERAGE",
+        ),
         "binarized": (view.array("binarized_segmentation").astype(np.uint8), 255, "NEAREST"),
     }
     results = []

@@ -16,6 +16,7 @@ competes for the GIL and inflates the times of Python-heavy steps.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -61,8 +62,8 @@ def run(size: int, repeat: int, seed: int) -> list[Row]:
     view = TileView(make_synthetic_tile(size, seed=seed, with_inputs=False))
     georef = view.georef
     mask = view.array("binarized_segmentation")
-    probabilities = view.array("probabilities")
-    valid = view.array("extent") > 0
+    probabilities = np.asarray(view.array("probabilities"), dtype=np.float32)
+    valid = np.asarray(view.array("extent"), dtype=np.float32) > 0
     rows = [
         measure(
             "polygonize_objects",
@@ -77,7 +78,10 @@ def run(size: int, repeat: int, seed: int) -> list[Row]:
         for name, frame in frames.items():
             rows.append(
                 measure(
-                    f"geoparquet ({name})", lambda f=frame: encode_geoparquet(f), repeat, lambda b: {"nbytes": len(b)}
+                    f"geoparquet ({name})",
+                    functools.partial(encode_geoparquet, frame),
+                    repeat,
+                    lambda b: {"nbytes": len(b)},
                 )
             )
             path = Path(tmp) / f"{name}.gpkg"

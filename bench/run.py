@@ -18,6 +18,7 @@ Results go to ``<out>/bench-<size>.json`` and a table is printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -143,7 +144,7 @@ def run_size(size: int, repeat: int, s3_endpoint: str, products: bool) -> dict[s
     results: list[Measurement] = []
     try:
         percent, mask = floor_inputs(view)
-        results.append(measure("-", "floor (2 COGs)", lambda p=percent, m=mask: floor_encode(view, p, m), repeat))
+        results.append(measure("-", "floor (2 COGs)", functools.partial(floor_encode, view, percent, mask), repeat))
         del percent, mask
         for name, out, opts in (("local", str(local_root / "tile"), None), ("s3", f"s3://{bucket}/tile", options)):
             meta: dict[str, Any] = {"tile_id": f"bench-{size}"}

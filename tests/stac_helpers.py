@@ -124,7 +124,7 @@ def make_manifest(
         crs=georef.crs_code,
         crs_wkt=georef.crs.to_wkt(),
         shape=georef.shape,
-        transform=tuple(georef.transform)[:6],  # type: ignore[arg-type]
+        transform=tuple(georef.transform)[:6],
         bounds=georef.bounds,
         created=created,
         version="0.0.0",
@@ -145,7 +145,7 @@ def band_statistics(values: np.ndarray, size: int) -> BandStatistics:
 
 
 def raster_bands(view: TileView) -> dict[str, tuple[RasterBand, ...]]:
-    prob = view.array("probabilities")
+    prob = np.asarray(view.array("probabilities"), dtype=np.float64)
     percent = np.where(np.isnan(prob), 255, np.round(prob * 100)).astype(np.uint8)
     return {
         "probabilities.tif": (
@@ -179,4 +179,5 @@ def antimeridian_tile() -> xr.Dataset:
     y = 7_800_000 - pixel * (np.arange(size) + 0.5)
     prob = np.full((size, size), 0.2, dtype=np.float32)
     tile = xr.Dataset({"probabilities": (("y", "x"), prob)}, coords={"x": x, "y": y})
-    return tile.rio.write_crs("EPSG:32660")
+    with_crs: xr.Dataset = tile.rio.write_crs("EPSG:32660")
+    return with_crs

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pystac
 import pytest
 import shapely
+from shapely.geometry.base import BaseGeometry
 from stac_geoparquet.arrow import stac_table_to_items
 
 from darts_export.errors import ExportError, NoItemsError
@@ -146,7 +147,7 @@ def test_union_bbox(bboxes: list[list[float]], expected: list[float]) -> None:
     assert result == pytest.approx(expected)
 
     # Every input lies inside the result (checked on the circle, split at ±180°).
-    def parts(b: list[float]) -> shapely.Geometry:
+    def parts(b: list[float]) -> BaseGeometry:
         w, s, e, n = b
         return (
             shapely.box(w, s, e, n) if w <= e else shapely.union(shapely.box(w, s, 180, n), shapely.box(-180, s, e, n))

@@ -42,7 +42,7 @@ def tile_zarr(tile: xr.Dataset, tmp_path: Path) -> Path:
     return path
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+def invoke(*args: str | os.PathLike[str] | int, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], prog_name="darts-export", env=env, catch_exceptions=False)
 
 
@@ -366,6 +366,20 @@ def test_stac_builds_the_collection_over_exports(tile: xr.Dataset, tile_zarr: Pa
     empty = invoke("stac", tmp_path / "nothing-here")
     assert empty.exit_code == ExitCode.BAD_INPUT
     assert "item.json" in empty.stderr
+
+
+def test_items_parquet_without_stac_geoparquet_fails_before_writing(
+    tile_zarr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "exports"
+    assert invoke("export", tile_zarr, root / "A", "-b", "probabilities", "-q").exit_code == 0
+    before = sorted(root.rglob("*"))
+    monkeypatch.setitem(sys.modules, "stac_geoparquet", None)  # how Python marks a module as not importable
+    result = invoke("stac", root, "--items-parquet")
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output
+    assert 'pip install "darts-export[parquet-catalog]"' in result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(root.rglob("*")) == before  # no collection.json, no items.parquet
 
 
 # --- the console script -------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from rasterio.io import MemoryFile
 
 from darts_export.formats.cog import encode_cog
@@ -25,7 +27,7 @@ def view(request: pytest.FixtureRequest) -> TileView:
 )
 def test_statistics_are_exact_and_exclude_nodata(view: TileView, dtype: type, nodata: float | None) -> None:
     rng = np.random.default_rng(5)
-    data = (rng.random(view.georef.shape) * 200).astype(dtype)
+    data: NDArray[Any] = (rng.random(view.georef.shape) * 200).astype(dtype)
     invalid = np.zeros(view.georef.shape, dtype=bool)
     invalid[:40] = True
     if nodata is not None:

@@ -38,7 +38,8 @@ def _read_options(target: Target) -> dict[str, Any] | None:
 
 
 def _open(target: Target, **kwargs: Any) -> xr.Dataset:
-    return xr.open_zarr(_url(target, REL), consolidated=True, storage_options=_read_options(target), **kwargs)
+    ds: xr.Dataset = xr.open_zarr(_url(target, REL), consolidated=True, storage_options=_read_options(target), **kwargs)
+    return ds
 
 
 def _tree_checksum(target: Target, rel: str) -> tuple[int, str]:

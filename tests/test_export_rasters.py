@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_raster_products_on_every_target(target: Target, ensemble_tile: xr.Datas
     assert json.loads(read_back(target, "darts_inference.json"))["model_version"] == "v2.1"
 
     # Completeness from the same registry the writer used.
-    kwargs = {"storage_options": target.storage_options}
+    kwargs: dict[str, Any] = {"storage_options": target.storage_options}
     assert missing_outputs(target.out_dir, RASTER_BANDS, SUBSETS, **kwargs) == "none"
     assert missing_outputs(target.out_dir, [*RASTER_BANDS, "thumbnail"], SUBSETS, **kwargs) == "some"
     assert missing_outputs(target.out_dir + "/elsewhere", RASTER_BANDS, SUBSETS, **kwargs) == "all"

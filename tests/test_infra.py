@@ -68,11 +68,13 @@ def _as_list(value: Any) -> list[Any]:
 # --- linters ------------------------------------------------------------------------------------
 
 
+@pytest.mark.infra
 def test_cfn_lint_passes() -> None:
     matches = lint_file(TEMPLATE)
     assert matches == [], "\n".join(str(m) for m in matches)
 
 
+@pytest.mark.infra
 def test_cfn_lint_would_catch_a_broken_template() -> None:
     broken = (
         TEMPLATE.read_text()
@@ -127,6 +129,7 @@ def _make_checkov_venv(venv: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@pytest.mark.infra
 def test_checkov_reports_no_failed_checks(checkov: list[str]) -> None:
     run = subprocess.run(
         [*checkov, "--config-file", str(INFRA / ".checkov.yaml"), "-d", str(INFRA), "-o", "json"],
@@ -356,8 +359,10 @@ def test_stack_in_moto_and_the_handler_under_its_role(
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="werkzeug"):
-        (result,) = handler({"Records": [s3_record(s3_bucket, key)]}, None)  # type: ignore[misc]
+        results = handler({"Records": [s3_record(s3_bucket, key)]}, None)
         direct = handler({"input": f"s3://{s3_bucket}/inputs/T06WVS_2024/tile.zarr", "overwrite": True}, None)
+    assert isinstance(results, list)
+    (result,) = results
     assert (result["status"], result["output"]) == ("exported", f"s3://{bucket}/exports/T06WVS_2024")
     assert isinstance(direct, dict)
     expected = {"probabilities.tif", "binarized.tif", "darts_inference.json", "item.json"}  # item.json: STAC

@@ -186,7 +186,7 @@ def test_footprint_covers_the_valid_pixels_with_few_vertices() -> None:
     assert geom.geom_type in ("Polygon", "MultiPolygon")
     assert shapely.get_num_coordinates(geom) <= FOOTPRINT_MAX_VERTICES
     rows, cols = np.nonzero(view.array("extent"))
-    xs, ys = view.georef.transform * (cols + 0.5, rows + 0.5)
+    xs, ys = rasterio.transform.xy(view.georef.transform, rows, cols, offset="center")
     lon, lat = rasterio.warp.transform(view.georef.crs, "EPSG:4326", xs, ys)
     assert shapely.contains_xy(geom.buffer(1e-6), np.asarray(lon), np.asarray(lat)).all()
     tile_box = shapely.box(*rasterio.warp.transform_bounds(view.georef.crs, "EPSG:4326", *view.georef.bounds))
@@ -197,6 +197,7 @@ def test_footprint_covers_the_valid_pixels_with_few_vertices() -> None:
 def test_footprint_is_split_at_the_antimeridian(validator: OfflineValidator) -> None:
     tile = antimeridian_tile()
     item = make_item(tile, tile_id="T60WXX")
+    assert item.geometry is not None
     geom = shape(item.geometry)
     assert geom.geom_type == "MultiPolygon"
     assert geom.is_valid

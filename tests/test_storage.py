@@ -86,9 +86,12 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch: pytest.MonkeyPat
     assert storage.publish_bytes("a.bin", b"abc").size == 3
     assert len(calls) == 3
     calls.clear()
-    monkeypatch.setattr(
-        storage.fs, "pipe_file", lambda *a, **k: (calls.append(1), (_ for _ in ()).throw(TimeoutError("x")))
-    )
+
+    def always_times_out(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        raise TimeoutError("x")
+
+    monkeypatch.setattr(storage.fs, "pipe_file", always_times_out)
     with pytest.raises(StorageError, match=r"Cannot upload a\.bin") as info:
         storage.publish_bytes("a.bin", b"abc")
     assert isinstance(info.value.__cause__, TimeoutError)

@@ -237,10 +237,9 @@ def test_newer_export_at_target_is_not_overwritten_and_a_repeated_sync_is_harmle
     [skipped] = sync(fallback, storage_options=s3_storage_options).results
     assert (skipped.status, skipped.reason) == ("skipped", "newer-at-target")
     assert local.exists()
-    assert [a.path for a in verify(target, storage_options=s3_storage_options).manifest.artifacts] == [
-        "binarized.tif",
-        "item.json",
-    ]  # type: ignore[union-attr]
+    at_target = verify(target, storage_options=s3_storage_options).manifest
+    assert at_target is not None
+    assert [a.path for a in at_target.artifacts] == ["binarized.tif", "item.json"]
 
 
 def test_missing_fallback_folder_is_an_error(tmp_path: Path) -> None:

@@ -51,7 +51,8 @@ def known_tile(
     x = 500_000.0 + 10.0 * (np.arange(width) + 0.5)
     y = 7_000_000.0 - 10.0 * (np.arange(height) + 0.5)
     tile = xr.Dataset(variables, coords={"x": x, "y": y})
-    return tile.rio.write_crs(crs)
+    with_crs: xr.Dataset = tile.rio.write_crs(crs)
+    return with_crs
 
 
 def decode(data: bytes) -> Image.Image:
@@ -107,7 +108,7 @@ def test_overlays_along_known_contour_and_edge(optical: bool, extent: bool) -> N
             p = img[round(cy + (r + k) * dy), round(cx + (r + k) * dx)]
             assert not near(p, CONTOUR_COLOUR), f"contour colour {k} px off the 0.5 line at {angle:.2f} rad"
     edge = EDGE_COL * SCALE
-    for row in range(60, img.shape[0] - 10, 20):
+    for row in range(60, int(img.shape[0]) - 10, 20):
         strip = img[row, round(edge) - 3 : round(edge) + 3]
         assert any(near(p, EXTENT_COLOUR) for p in strip), f"no extent outline in row {row}"
         assert near(img[row, round(edge) - 12], NODATA_COLOUR)

@@ -106,7 +106,12 @@ def test_objects_exact_geometry_diagonal_and_hole(objects_tile: tuple[np.ndarray
     assert same_shape(diagonal, shapely.MultiPolygon([pixel_box(0, 8, 1, 9), pixel_box(1, 9, 2, 10)]))
 
     # The L, vertex by vertex at pixel edges, counter-clockwise.
-    x, y = (lambda c: X0 + PIXEL * c), (lambda r: Y0 - PIXEL * r)
+    def x(col: float) -> float:
+        return X0 + PIXEL * col
+
+    def y(row: float) -> float:
+        return Y0 - PIXEL * row
+
     outline = [(x(1), y(1)), (x(1), y(3)), (x(2), y(3)), (x(2), y(2)), (x(4), y(2)), (x(4), y(1))]
     assert same_shape(blob, shapely.MultiPolygon([shapely.Polygon(outline)]))
     assert shapely.Polygon(blob.geoms[0].exterior).exterior.is_ccw
@@ -284,7 +289,7 @@ def validate_geo(metadata: dict[str, Any]) -> None:
     projjson = json.loads((Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json").read_text())
 
     def no_network(uri: str) -> Resource[Any]:
-        raise NoSuchResource(ref=uri)
+        raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs class behind referencing's own decorator
 
     registry: Registry[Any] = Registry(retrieve=no_network).with_resource(  # type: ignore[call-arg]
         projjson["$id"], Resource.from_contents(projjson)

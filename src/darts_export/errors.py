@@ -8,6 +8,7 @@ working. Messages name the offending value and say what to do about it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -24,11 +25,13 @@ __all__ = [
     "InvalidEventError",
     "InvalidInputError",
     "InvalidTileError",
+    "MissingExtraError",
     "NoItemsError",
     "StorageError",
     "TargetUnreachableError",
     "UnsupportedTargetError",
     "VerificationError",
+    "require_extra",
 ]
 
 
@@ -56,6 +59,31 @@ class InvalidEventError(InvalidTileError):
 
 class ConfigurationError(ExportError, ValueError):
     """An environment variable of the cloud handler is missing or malformed."""
+
+
+class MissingExtraError(ExportError, ImportError):
+    """An optional feature was asked for but the package of its extra is not installed.
+
+    Raised before anything is written; the message gives the ``pip install`` command to run.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        """Name the feature, the missing module and the extra that provides it."""
+        self.feature, self.extra = feature, extra
+        super().__init__(
+            f'{feature} needs the optional package {module!r}; install it with: pip install "darts-export[{extra}]"',
+            name=module,
+        )
+
+
+def require_extra(module: str, *, extra: str, feature: str) -> None:
+    """Raise :class:`MissingExtraError` unless ``module`` (provided by the ``extra``) can be imported."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a half-installed module
+        found = False
+    if not found:
+        raise MissingExtraError(feature, extra, module)
 
 
 # --- input tiles ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from darts_export.errors import (
     InputReadError,
     InvalidInputError,
     InvalidTileError,
+    MissingExtraError,
     StorageError,
     UnsupportedTargetError,
 )
@@ -62,7 +63,8 @@ Exit codes:
   0  success
   1  verification failed, or a sync left exports behind
   2  usage error (bad option, argument or URL protocol)
-  3  bad input: tile, band, subset, metadata, an unreadable INPUT, or no export under ROOT
+  3  bad input: tile, band, subset, metadata, an unreadable INPUT, no export under ROOT,
+     or an optional feature whose extra is not installed (the message says what to pip install)
   4  storage error: target unreachable, or reading/writing failed
   5  an export already exists at the target (--no-overwrite)"""
 
@@ -128,7 +130,7 @@ class Run:
             self.fail(exc, ExitCode.EXISTS)
         except UnsupportedTargetError as exc:
             self.fail(exc, ExitCode.USAGE)
-        except (InvalidTileError, InputNotFoundError, InvalidInputError) as exc:
+        except (InvalidTileError, InputNotFoundError, InvalidInputError, MissingExtraError) as exc:
             self.fail(exc, ExitCode.BAD_INPUT)
         except InputReadError as exc:  # the input exists but reading it failed
             self.fail(exc, ExitCode.STORAGE)

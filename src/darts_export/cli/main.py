@@ -12,8 +12,8 @@ Exit codes:
 * 0 — success;
 * 1 — verification failed, or a sync left exports behind;
 * 2 — usage error (bad option, argument or URL protocol);
-* 3 — bad input: the tile, a band, a subset or the metadata, an input that cannot be opened, or no
-  export under the ROOT of ``stac``;
+* 3 — bad input: the tile, a band, a subset or the metadata, an input that cannot be opened, no
+  export under the ROOT of ``stac``, or an optional feature whose extra is not installed;
 * 4 — storage error: the target is unreachable, or reading/writing it failed;
 * 5 — an export already exists at the target (``--no-overwrite``).
 """

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import pystac
 from pystac.utils import str_to_datetime
 
-from darts_export.errors import ExportError, NoItemsError, StorageError
+from darts_export.errors import ExportError, NoItemsError, StorageError, require_extra
 from darts_export.products import ITEM_NAME, MediaType
 from darts_export.storage import Storage
 
@@ -280,10 +280,15 @@ def build_collection(
 
     Raises:
         NoItemsError: no ``item.json`` below ``root``.
+        MissingExtraError: ``items_parquet`` without stac-geoparquet installed (before anything is written).
         StorageError: listing, reading or writing failed (``TargetUnreachableError`` when
             ``root`` cannot be reached at all).
         ExportError: an ``item.json`` is not a STAC Item.
     """
+    if write and items_parquet:  # before anything is read or written
+        require_extra(
+            "stac_geoparquet", extra="parquet-catalog", feature=f"the {ITEMS_PARQUET_NAME} table (stac-geoparquet)"
+        )
     storage = Storage.open(root, storage_options)
     rels = find_items(storage)
     if not rels:
