@@ -192,7 +192,7 @@ def test_zarr_store_is_synced_object_by_object(
         path=tree.path,
         size=tree.size,
         checksum=tree.checksum,
-        media_type="application/vnd+zarr",
+        media_type="application/vnd.zarr",
         roles=("debug",),
         product="debug",
         type="directory",

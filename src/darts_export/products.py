@@ -11,13 +11,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
+
+import pystac
 
 from darts_export.errors import InvalidTileError
 
 __all__ = [
     "DEFAULT_BANDS",
+    "GEOMETRY_TYPE",
     "ITEM_NAME",
     "MANIFEST_NAME",
+    "PROBABILITY_NODATA",
     "Kind",
     "MediaType",
     "OutputFile",
@@ -33,6 +38,12 @@ MANIFEST_NAME = "manifest.json"
 
 ITEM_NAME = "item.json"
 """The STAC Item of the export, written after every artifact and before the manifest."""
+
+PROBABILITY_NODATA: Final = 255
+"""The nodata value of the byte rasters: probabilities in percent (0-100) and the binarized mask (0/1)."""
+
+GEOMETRY_TYPE: Final = "MultiPolygon"
+"""The geometry type of every row of the vector products (objects and extent)."""
 
 
 class Product(StrEnum):
@@ -66,7 +77,7 @@ class Kind(StrEnum):
     """How a product is encoded."""
 
     PROBABILITY_RASTER = "probability-raster"  # float [0, 1] -> uint8 percent COG, 255 = nodata
-    MASK_RASTER = "mask-raster"  # bool -> uint8 0/1 COG
+    MASK_RASTER = "mask-raster"  # bool -> uint8 0/1 COG, 255 = nodata outside the valid extent
     BAND_RASTER = "band-raster"  # one or more variables -> COG with band descriptions
     VECTOR = "vector"  # mask -> GeoParquet + GeoPackage
     THUMBNAIL = "thumbnail"  # quick-look JPEG
@@ -75,15 +86,15 @@ class Kind(StrEnum):
 
 
 class MediaType(StrEnum):
-    """Media types of the artifacts (as STAC uses them)."""
+    """Media types of the artifacts: pystac's values, so STAC clients recognise them."""
 
-    COG = "image/tiff; application=geotiff; profile=cloud-optimized"
-    GEOPARQUET = "application/vnd.apache.parquet"
-    GEOPACKAGE = "application/geopackage+sqlite3"
-    JPEG = "image/jpeg"
-    JSON = "application/json"
-    GEOJSON = "application/geo+json"
-    ZARR = "application/vnd+zarr"
+    COG = pystac.MediaType.COG.value
+    GEOPARQUET = pystac.MediaType.VND_APACHE_PARQUET.value
+    GEOPACKAGE = pystac.MediaType.GEOPACKAGE.value
+    JPEG = pystac.MediaType.JPEG.value
+    JSON = pystac.MediaType.JSON.value
+    GEOJSON = pystac.MediaType.GEOJSON.value
+    ZARR = pystac.MediaType.VND_ZARR.value  # application/vnd.zarr; pystac's ZARR (vnd+zarr) is deprecated
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,7 +80,7 @@ _FORMAT_NAMES = {
     "application/geopackage+sqlite3": "GeoPackage",
     "image/jpeg": "JPEG",
     "application/json": "JSON",
-    "application/vnd+zarr": "Zarr",
+    "application/vnd.zarr": "Zarr",
 }
 _MANIFEST_HREF = "./manifest.json"
 
