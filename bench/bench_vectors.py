@@ -1,5 +1,9 @@
 """Benchmark the vector products on a synthetic tile: polygonize objects and extent, encode both.
 
+The objects are measured as the export builds them (:func:`darts_export.encoders.object_frame`:
+tracing plus zonal statistics), once from the float probabilities and once from the percent
+array the export already converted for the probabilities COG.
+
 Usage::
 
     python bench/bench_vectors.py --size 10980 --repeat 3 [--json results.json]
@@ -29,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from _memory import PeakRss
-from darts_export.formats.polygons import polygonize_extent, polygonize_objects
+from darts_export.encoders import object_frame
+from darts_export.formats.polygons import polygonize_extent
+from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.formats.vector_files import encode_geoparquet, write_geopackage
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
@@ -64,16 +70,23 @@ def run(size: int, repeat: int, seed: int) -> list[Row]:
     mask = view.array("binarized_segmentation")
     probabilities = np.asarray(view.array("probabilities"), dtype=np.float32)
     valid = np.asarray(view.array("extent"), dtype=np.float32) > 0
+    percent = probabilities_to_percent(probabilities)
     rows = [
         measure(
-            "polygonize_objects",
-            lambda: polygonize_objects(mask, georef, probabilities),
+            "objects (probabilities)",
+            lambda: object_frame(mask, georef, probabilities),
+            repeat,
+            lambda f: {"rows": len(f)},
+        ),
+        measure(
+            "objects (percent given)",
+            lambda: object_frame(mask, georef, percent=percent),
             repeat,
             lambda f: {"rows": len(f)},
         ),
         measure("polygonize_extent", lambda: polygonize_extent(valid, georef), repeat, lambda f: {"rows": len(f)}),
     ]
-    frames = {"objects": polygonize_objects(mask, georef, probabilities), "extent": polygonize_extent(valid, georef)}
+    frames = {"objects": object_frame(mask, georef, percent=percent), "extent": polygonize_extent(valid, georef)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, frame in frames.items():
             rows.append(

@@ -88,6 +88,11 @@ def expected_percent(probabilities: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def expected_binarized(mask: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """binarized.tif's pixels: the mask as 0/1 inside the valid extent (``extent > 0``), 255 (nodata) outside."""
+    return np.where(np.asarray(extent) > 0, np.asarray(mask).astype(np.uint8), np.uint8(255))
+
+
 def open_with_gdal(data: bytes) -> rasterio.DatasetReader:
     return MemoryFile(data).open()
 

@@ -22,7 +22,7 @@ from darts_export.manifest import Manifest
 from darts_export.products import Product
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.verify import verify
-from helpers import closed_port, expected_percent, get, keys, put_zarr
+from helpers import closed_port, expected_binarized, expected_percent, get, keys, put_zarr
 from stac_helpers import OfflineValidator, validate_offline
 
 SIZE = 64
@@ -123,7 +123,9 @@ def test_export_from_netcdf_and_again_from_its_debug_store(tile: xr.Dataset, tmp
     assert f"to {first.as_uri()}: " in result.stdout
     mask, crs = read_band(first / "binarized.tif")
     assert crs == tile.rio.crs
-    np.testing.assert_array_equal(mask, tile["binarized_segmentation"].values.astype("uint8"))
+    np.testing.assert_array_equal(
+        mask, expected_binarized(tile["binarized_segmentation"].values, tile["extent"].values)
+    )
 
     result = invoke("export", first / "darts_inference_debug.zarr", second, "-b", "binarized", "-b", "probabilities")
     assert result.exit_code == 0, result.output

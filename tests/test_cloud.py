@@ -16,7 +16,7 @@ from darts_export.cloud.lambda_handler import ExportRequest, HandlerConfig, hand
 from darts_export.errors import ConfigurationError, ExportError, ExportFailedError, InvalidEventError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS
 from darts_export.verify import verify
-from helpers import expected_percent, get, keys, multihash, put_zarr, read_raster, s3_record
+from helpers import expected_binarized, expected_percent, get, keys, multihash, put_zarr, read_raster, s3_record
 
 BANDS = ["probabilities", "binarized", "metadata"]
 PREFIX = "s3://out-bucket/exports"
@@ -365,4 +365,5 @@ def test_netcdf_input(cloud_env: str, s3_bucket: str, s3_client: Any, tmp_path: 
     (result,) = results
     assert (result["status"], result["output"]) == ("exported", f"s3://{cloud_env}/exports/T09")
     tif = get(s3_client, cloud_env, "exports/T09/binarized.tif")
-    np.testing.assert_array_equal(read_raster(tif)["array"][0], tile["binarized_segmentation"].values.astype("uint8"))
+    expected = expected_binarized(tile["binarized_segmentation"].values, tile["extent"].values)
+    np.testing.assert_array_equal(read_raster(tif)["array"][0], expected)

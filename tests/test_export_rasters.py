@@ -14,7 +14,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from darts_export import Manifest, export_tile, missing_outputs, verify
 from darts_export.synthetic import make_synthetic_tile
-from helpers import Target, expected_percent, multihash, read_back, read_raster
+from helpers import Target, expected_binarized, expected_percent, multihash, read_back, read_raster
 
 RASTER_BANDS = ["probabilities", "binarized", "optical", "dem", "tcvis", "metadata", "slope"]
 SUBSETS = ["with_tcvis", "without_tcvis"]
@@ -114,7 +114,10 @@ def test_raster_products_on_every_target(target: Target, ensemble_tile: xr.Datas
         assert raster["dtype"] == "uint8"
     binarized = read_raster(read_back(target, "binarized-without_tcvis.tif"))
     np.testing.assert_array_equal(
-        binarized["array"][0], ensemble_tile["binarized_segmentation-without_tcvis"].values.astype(np.uint8)
+        binarized["array"][0],
+        expected_binarized(
+            ensemble_tile["binarized_segmentation-without_tcvis"].values, ensemble_tile["extent"].values
+        ),
     )
     optical = read_raster(read_back(target, "optical.tif"))
     assert optical["descriptions"] == ("red", "green", "blue", "nir")
@@ -180,8 +183,17 @@ def test_overviews_use_suitable_resampling(tmp_path: Path, tile_factory) -> None
     block = full[:2, :2]
     if not np.ma.is_masked(block):
         assert abs(float(overview[0, 0]) - float(block.mean())) <= 1.0
-    with rasterio.open(tmp_path / "binarized.tif") as ds:
-        assert set(np.unique(ds.read(1, out_shape=(512, 512)))) <= {0, 1}
+    full = expected_binarized(tile["binarized_segmentation"].values, tile["extent"].values)
+    for level, factor in enumerate((2, 4)):
+        # NEAREST: each overview pixel is one of its block's pixels, so nodata stays nodata, never 0.
+        with rasterio.open(tmp_path / "binarized.tif", overview_level=level) as ds:
+            assert ds.nodata == 255
+            overview = ds.read(1)
+        n = full.shape[0] // factor
+        blocks = full.reshape(n, factor, n, factor).transpose(0, 2, 1, 3).reshape(n, n, factor * factor)
+        assert (blocks == overview[:, :, None]).any(axis=2).all()
+        assert (overview == 255).any()
+        assert (overview == 1).any()
 
 
 def test_manifest_lists_options_and_georeference(tmp_path: Path, small_tile: xr.Dataset) -> None:
@@ -201,3 +213,41 @@ def test_tile_id_is_derived_deterministically_without_metadata(tmp_path: Path, s
     first = export_tile(small_tile, tmp_path / "a", bands=["binarized"])
     second = export_tile(small_tile, tmp_path / "b", bands=["binarized"])
     assert first.tile_id == second.tile_id == "EPSG32606_399960_7700040_256x256_10m"
+
+
+def _raster_band(item: dict[str, Any], href: str) -> dict[str, Any]:
+    (asset,) = (a for a in item["assets"].values() if a["href"] == href)
+    bands: list[dict[str, Any]] = asset.get("raster:bands") or asset["bands"]
+    return bands[0]
+
+
+def test_binarized_is_nodata_outside_the_valid_extent(tmp_path: Path, tile_factory) -> None:  # type: ignore[no-untyped-def]
+    tile = tile_factory(300, seed=4, with_inputs=False)
+    extent = tile["extent"].values
+    assert 0 < extent.mean() < 1
+    export_tile(tile, tmp_path, bands=["binarized"])
+    with rasterio.open(tmp_path / "binarized.tif") as ds:
+        assert ds.nodata == 255
+        np.testing.assert_array_equal(ds.read(1), expected_binarized(tile["binarized_segmentation"].values, extent))
+        np.testing.assert_array_equal(ds.read_masks(1) == 0, extent == 0)
+    # STAC statistics are over the valid pixels only: nodata is neither the maximum nor in the mean.
+    band = _raster_band(json.loads((tmp_path / "item.json").read_text()), "./binarized.tif")
+    mask = tile["binarized_segmentation"].values[extent > 0]
+    assert band["nodata"] == 255
+    assert band["statistics"]["minimum"] == 0
+    assert band["statistics"]["maximum"] == 1
+    assert band["statistics"]["mean"] == pytest.approx(mask.mean())
+    assert band["statistics"]["valid_percent"] == pytest.approx(100 * (extent > 0).mean(), abs=0.01)
+
+
+def test_binarized_without_extent_is_nodata_where_probabilities_are_nan(tmp_path: Path, tile_factory) -> None:  # type: ignore[no-untyped-def]
+    tile = tile_factory(128, seed=6, with_inputs=False).drop_vars("extent")
+    subset = tile["probabilities"].values.copy()
+    subset[:, :40] = np.nan  # the subset's own invalid area, not the main one
+    tile["probabilities-narrow"] = (("y", "x"), subset)
+    tile["binarized_segmentation-narrow"] = tile["binarized_segmentation"]
+    export_tile(tile, tmp_path, bands=["binarized"], ensemble_subsets=["narrow"])
+    mask = tile["binarized_segmentation"].values
+    for name, probabilities in (("binarized.tif", tile["probabilities"].values), ("binarized-narrow.tif", subset)):
+        with rasterio.open(tmp_path / name) as ds:
+            np.testing.assert_array_equal(ds.read(1), np.where(np.isnan(probabilities), 255, mask.astype(np.uint8)))

@@ -117,6 +117,23 @@ def test_overlays_along_known_contour_and_edge(optical: bool, extent: bool) -> N
     assert not near(img[round(cy), round(cx)], EXTENT_COLOUR)
 
 
+def test_outlines_are_those_of_the_exported_objects_when_the_tile_has_them() -> None:
+    # One square object; the probability bump is not an object (as if min_object_size had removed it).
+    tile = known_tile()
+    objects = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    objects[20:60, 230:270] = True
+    img = pixels(render_thumbnail(TileView(tile.assign(binarized_segmentation=(("y", "x"), objects))), title="T"))
+    scale = img.shape[1] / WIDTH
+    for k in range(230, 270, 5):  # on the square's top and left edges, not inside or outside it
+        assert near(img[round(20 * scale), round(k * scale)], CONTOUR_COLOUR)
+        assert near(img[round((k - 210) * scale), round(230 * scale)], CONTOUR_COLOUR)
+        assert not near(img[round(40 * scale), round(250 * scale)], CONTOUR_COLOUR)
+    cy, cx, r = BLOB[0] * scale, BLOB[1] * scale, RADIUS * scale
+    for angle in np.linspace(0, 2 * math.pi, 12, endpoint=False):
+        ring = [img[round(cy + (r + k) * math.sin(angle)), round(cx + (r + k) * math.cos(angle))] for k in range(-3, 4)]
+        assert not any(near(p, CONTOUR_COLOUR) for p in ring), f"0.5 contour drawn at {math.degrees(angle):.0f}°"
+
+
 def test_probabilities_are_the_image_without_optical_bands() -> None:
     img = pixels(render_thumbnail(TileView(known_tile(optical=False)), title="T", max_size=SIZE))
     centre = img[round(BLOB[0] * SCALE), round(BLOB[1] * SCALE)]

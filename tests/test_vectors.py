@@ -26,8 +26,9 @@ from referencing.exceptions import NoSuchResource
 from scipy import ndimage
 
 from darts_export import export_tile
+from darts_export.encoders import OBJECT_COLUMNS, object_frame
 from darts_export.errors import InvalidTileError
-from darts_export.formats.polygons import EXTENT_COLUMNS, OBJECT_COLUMNS, polygonize_extent, polygonize_objects
+from darts_export.formats.polygons import EXTENT_COLUMNS, polygonize_extent, polygonize_objects
 from darts_export.formats.vector_files import GPKG_TIMESTAMP, encode_geoparquet, write_geopackage
 from darts_export.tile import GeoRef
 from helpers import SCHEMAS, expected_percent
@@ -93,7 +94,7 @@ def objects_tile() -> tuple[np.ndarray, np.ndarray, GeoRef]:
 
 def test_objects_exact_geometry_diagonal_and_hole(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> None:
     mask, probabilities, geo = objects_tile
-    frame = polygonize_objects(read_only(mask), geo, read_only(probabilities))
+    frame = object_frame(read_only(mask), geo, read_only(probabilities))
 
     assert list(frame.columns) == list(OBJECT_COLUMNS)
     assert frame.crs == pyproj.CRS.from_epsg(EPSG)
@@ -129,7 +130,7 @@ def test_objects_exact_geometry_diagonal_and_hole(objects_tile: tuple[np.ndarray
 
 def test_stats_equal_numpy_on_the_same_pixels(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> None:
     mask, probabilities, geo = objects_tile
-    frame = polygonize_objects(mask, geo, probabilities)
+    frame = object_frame(mask, geo, probabilities)
     labels, _ = ndimage.label(mask, structure=EIGHT)
     percent = expected_percent(probabilities).astype(np.float64)
     percent[percent == 255] = np.nan
@@ -145,19 +146,40 @@ def test_stats_equal_numpy_on_the_same_pixels(objects_tile: tuple[np.ndarray, np
 
 def test_stats_do_not_depend_on_other_inputs(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> None:
     mask, probabilities, geo = objects_tile
-    reference = polygonize_objects(mask, geo, probabilities)
+    reference = object_frame(mask, geo, probabilities)
     polygonize_extent(~mask, geo)  # other products before or after must not matter
     outside_changed = np.where(mask, probabilities, np.float32(0.99))
     as_float64 = probabilities.astype(np.float64)
     for other in (outside_changed, as_float64, probabilities):
-        frame = polygonize_objects(mask, geo, other)
+        frame = object_frame(mask, geo, other)
         assert_geodataframe_equal(frame, reference)
     np.testing.assert_array_equal(probabilities, objects_tile[1])  # the caller's array is untouched
 
 
+def test_stats_from_the_percent_array_of_the_cog_equal_those_from_probabilities(
+    objects_tile: tuple[np.ndarray, np.ndarray, GeoRef],
+) -> None:
+    mask, probabilities, geo = objects_tile
+    percent = read_only(expected_percent(probabilities))  # what the export converted once for the COG
+    from_percent = object_frame(mask, geo, None, percent=percent)
+    assert_geodataframe_equal(from_percent, object_frame(mask, geo, probabilities))
+    # Given both, the percent array is used as is (the probabilities are not converted again).
+    assert_geodataframe_equal(object_frame(mask, geo, probabilities * 0, percent=percent), from_percent)
+
+
+def test_object_pixels_say_which_row_they_belong_to(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> None:
+    mask, _, geo = objects_tile
+    objects = polygonize_objects(mask, geo)
+    labels, _ = ndimage.label(mask, structure=EIGHT)
+    flat = labels.ravel()
+    assert sorted(objects.pixels.tolist()) == np.flatnonzero(mask).tolist()
+    np.testing.assert_array_equal(objects.frame["Region_ID"].to_numpy()[objects.regions], flat[objects.pixels])
+    assert list(objects.frame.columns) == ["Region_ID", "geometry"]
+
+
 def test_objects_without_probabilities_have_nan_stats(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> None:
     mask, _, geo = objects_tile
-    frame = polygonize_objects(mask.astype(np.uint8), geo, None)
+    frame = object_frame(mask.astype(np.uint8), geo, None)
     assert frame["npixel"].tolist() == [2, 4, 8]
     assert frame[["min", "max", "mean", "median", "std"]].isna().all().all()
 
@@ -166,14 +188,14 @@ def test_objects_match_labelling_on_a_dense_random_mask() -> None:
     # Dense enough that many objects touch only diagonally, also across the internal 32-px search cells.
     mask = np.random.default_rng(1).random((90, 110)) < 0.3
     geo = georef(*mask.shape)
-    assert_regions_match_labels(polygonize_objects(mask, geo, None), mask, geo)
+    assert_regions_match_labels(object_frame(mask, geo, None), mask, geo)
 
 
 def test_object_crossing_cells_diagonally_is_one_row() -> None:
     mask = np.zeros((70, 70), dtype=bool)
     mask[31, 31] = mask[32, 32] = mask[33, 33] = True  # a diagonal chain across a cell corner
     geo = georef(*mask.shape)
-    frame = polygonize_objects(mask, geo, None)
+    frame = object_frame(mask, geo, None)
     assert frame["npixel"].tolist() == [3]
     assert_regions_match_labels(frame, mask, geo)
 
@@ -184,7 +206,7 @@ def test_object_inside_another_objects_bounding_box() -> None:
     mask[80, 5:81] = True
     mask[5:8, 70:73] = True  # ... whose bounding box holds a far-away blob
     geo = georef(*mask.shape)
-    frame = polygonize_objects(mask, geo, None)
+    frame = object_frame(mask, geo, None)
     assert frame["npixel"].tolist() == [156, 9]  # each object once, not again inside the other's window
     assert_regions_match_labels(frame, mask, geo)
 
@@ -206,7 +228,7 @@ def test_gdal_traces_a_few_packed_rasters_not_one_per_window(monkeypatch: pytest
     mask[5::70, 5::70] = rng.random(mask[5::70, 5::70].shape) < 0.5
     mask[200:260, 100:300] = rng.random((60, 200)) < 0.4  # ... and a window full of diagonal touches
     geo = georef(*mask.shape)
-    objects = polygonize_objects(mask, geo, None)
+    objects = object_frame(mask, geo, None)
     assert len(calls) == 1
     assert len(objects) > 150
     assert_regions_match_labels(objects, mask, geo)
@@ -254,7 +276,7 @@ def test_empty_tile_gives_empty_files_with_columns_and_crs(tmp_path: Path) -> No
     geo = georef(40, 50)
     empty = np.zeros(geo.shape, dtype=bool)
     for frame, columns in (
-        (polygonize_objects(empty, geo, np.full(geo.shape, 0.2)), OBJECT_COLUMNS),
+        (object_frame(empty, geo, np.full(geo.shape, 0.2)), OBJECT_COLUMNS),
         (polygonize_extent(empty, geo), EXTENT_COLUMNS),
     ):
         assert len(frame) == 0
@@ -272,7 +294,7 @@ def test_empty_tile_gives_empty_files_with_columns_and_crs(tmp_path: Path) -> No
         assert info["features"] == 0
         assert set(columns) - {"geometry"} <= set(info["fields"])
         assert pyproj.CRS.from_user_input(info["crs"]) == pyproj.CRS.from_epsg(EPSG)
-    objects = polygonize_objects(empty, geo, None)
+    objects = object_frame(empty, geo, None)
     assert objects.dtypes.astype(str).tolist()[:-1] == ["int64", *["float64"] * 5, "int64"]
 
 
@@ -306,7 +328,7 @@ def geo_metadata(data: bytes) -> dict[str, Any]:
 @pytest.fixture
 def objects_frame(objects_tile: tuple[np.ndarray, np.ndarray, GeoRef]) -> gpd.GeoDataFrame:
     mask, probabilities, geo = objects_tile
-    return polygonize_objects(mask, geo, probabilities)
+    return object_frame(mask, geo, probabilities)
 
 
 def test_geoparquet_is_valid_1_1_with_projjson_bbox_and_zstd(objects_frame: gpd.GeoDataFrame) -> None:
@@ -362,12 +384,30 @@ def test_geopackage_is_byte_reproducible(objects_frame: gpd.GeoDataFrame, tmp_pa
     assert pyogrio.get_gdal_config_option("OGR_CURRENT_DATE") is None  # restored after the write
 
 
+def gpkg_version(path: Path) -> tuple[int, int]:
+    """The GeoPackage ``application_id`` and ``user_version`` SQLite headers (e.g. 10200 for 1.2)."""
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA application_id").fetchone()[0], db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_geopackage_is_version_1_2_unless_asked_for_newer(objects_frame: gpd.GeoDataFrame, tmp_path: Path) -> None:
+    gpkg = int.from_bytes(b"GPKG", "big")
+    default, newer = tmp_path / "default.gpkg", tmp_path / "newer.gpkg"
+    write_geopackage(objects_frame, default, layer="prediction_segments")
+    write_geopackage(objects_frame, newer, layer="prediction_segments", version="1.4")
+    assert gpkg_version(default) == (gpkg, 10200)
+    assert gpkg_version(newer) == (gpkg, 10400)
+    assert_geodataframe_equal(pyogrio.read_dataframe(default), pyogrio.read_dataframe(newer))
+    with pytest.raises(InvalidTileError, match="version"):
+        write_geopackage(objects_frame, newer, layer="prediction_segments", version="2.0")  # type: ignore[arg-type]
+
+
 def test_invalid_inputs_are_rejected_before_any_work(tmp_path: Path) -> None:
     geo = georef(4, 5)
     with pytest.raises(InvalidTileError, match="shape"):
-        polygonize_objects(np.zeros((5, 4), dtype=bool), geo, None)
+        object_frame(np.zeros((5, 4), dtype=bool), geo, None)
     with pytest.raises(InvalidTileError, match="floating-point"):
-        polygonize_objects(np.zeros((4, 5), dtype=bool), geo, np.zeros((4, 5), dtype=np.uint8))
+        object_frame(np.zeros((4, 5), dtype=bool), geo, np.zeros((4, 5), dtype=np.uint8))
     with pytest.raises(InvalidTileError, match="shape"):
         polygonize_extent(np.zeros(5, dtype=bool), geo)
     frame = polygonize_extent(np.ones((4, 5), dtype=bool), geo)
@@ -408,6 +448,7 @@ def test_export_stats_match_the_exported_probability_rasters_for_every_subset(
         for ext in ("parquet", "gpkg"):
             name = f"prediction_segments{suffix}.{ext}"
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert gpkg_version(tmp_path / "a" / f"prediction_segments{suffix}.gpkg")[1] == 10200
         assert [name for name, _ in pyogrio.list_layers(tmp_path / "a" / f"prediction_segments{suffix}.gpkg")] == [
             f"prediction_segments{suffix}"
         ]

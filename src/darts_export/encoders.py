@@ -1,5 +1,10 @@
 """Product encoders: one planned product + the tile view in, the bytes of its artifacts out.
 
+The orchestration of the formats: the format modules never import each other; this module
+wires them together (raster content → COG; objects → zonal statistics → GeoParquet and
+GeoPackage) and hands the percent array converted once for the probabilities COG to the
+zonal statistics as well.
+
 Pure with respect to storage: an encoder never sees a bucket or credentials. The one
 exception to "bytes out" is the GeoPackage, which SQLite can only build in a real file:
 it is built in the staging folder the caller provides and handed back as a path.
@@ -14,30 +19,38 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from darts_export.errors import InvalidTileError
-from darts_export.formats.cog import CogOptions, RasterBand
+from darts_export.formats.cog import CogOptions, RasterBand, encode_cog
 from darts_export.formats.polygons import polygonize_extent, polygonize_objects
 from darts_export.formats.rasters import (
-    EncodedRaster,
-    encode_band_raster,
-    encode_mask_raster,
-    encode_probability_raster,
+    RasterContent,
+    band_raster,
+    mask_raster,
+    probabilities_to_percent,
+    probability_raster,
 )
 from darts_export.formats.thumbnail import render_thumbnail
 from darts_export.formats.vector_files import encode_geoparquet, write_geopackage
-from darts_export.products import Kind, OutputFile, PlannedProduct, Product
+from darts_export.formats.zonal import STAT_COLUMNS, zonal_statistics
+from darts_export.products import PROBABILITY_NODATA, Kind, OutputFile, PlannedProduct, Product
 from darts_export.tile import TileView
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     from numpy.typing import NDArray
 
-__all__ = ["EncodeContext", "Encoded", "encode_product"]
+    from darts_export.tile import GeoRef
+
+__all__ = ["OBJECT_COLUMNS", "EncodeContext", "Encoded", "encode_product", "object_frame"]
 
 logger = logging.getLogger(__name__)
+
+OBJECT_COLUMNS: Final = ("Region_ID", *STAT_COLUMNS, "npixel", "geometry")
+"""Columns of the objects' files (``prediction_segments*``), in order. Stats are in percent (0-100)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +84,8 @@ def encode_product(product: PlannedProduct, ctx: EncodeContext) -> Encoded:
     bands: dict[str, tuple[RasterBand, ...]] = {}
     match product.kind:
         case Kind.PROBABILITY_RASTER | Kind.MASK_RASTER | Kind.BAND_RASTER:
-            raster = _encode_raster(product, ctx)
-            bands[product.outputs[0].path] = raster.bands
-            payloads = ((product.outputs[0], raster.data),)
+            data, bands[product.outputs[0].path] = _encode_raster(product, ctx)
+            payloads = ((product.outputs[0], data),)
         case Kind.VECTOR:
             payloads = _encode_vector(product, ctx)
         case Kind.THUMBNAIL:
@@ -87,15 +99,105 @@ def encode_product(product: PlannedProduct, ctx: EncodeContext) -> Encoded:
     return Encoded(product=product, payloads=payloads, raster_bands=bands, seconds=seconds)
 
 
-def _encode_raster(product: PlannedProduct, ctx: EncodeContext) -> EncodedRaster:
+def _encode_raster(product: PlannedProduct, ctx: EncodeContext) -> tuple[bytes, tuple[RasterBand, ...]]:
+    view = ctx.view
+    variable = product.required[0]
+    content: RasterContent
     if product.kind is Kind.PROBABILITY_RASTER:
-        variable = product.required[0]
-        return encode_probability_raster(
-            ctx.view, variable, tags=ctx.tags, options=ctx.cog_options, percent=ctx.percent.get(variable)
+        content = probability_raster(view, variable, percent=ctx.percent.get(variable))
+    elif product.kind is Kind.MASK_RASTER:
+        probabilities = _subset_variable("probabilities", product.subset)
+        content = mask_raster(
+            view,
+            variable,
+            extent="extent" if "extent" in view else None,
+            probabilities=probabilities if probabilities in view else None,
         )
-    if product.kind is Kind.MASK_RASTER:
-        return encode_mask_raster(ctx.view, product.required[0], tags=ctx.tags, options=ctx.cog_options)
-    return encode_band_raster(ctx.view, product.required, tags=ctx.tags, options=ctx.cog_options)
+    else:
+        content = band_raster(view, product.required)
+    encoded = encode_cog(
+        content.arrays,
+        view.georef,
+        nodata=content.nodata,
+        descriptions=content.names,
+        tags=ctx.tags,
+        resampling=content.resampling,
+        options=ctx.cog_options,
+    )
+    units = content.units or (None,) * len(content.names)
+    bands = tuple(
+        RasterBand(
+            name=name,
+            data_type=content.arrays[0].dtype.name,
+            nodata=content.nodata,
+            scale=content.scale,
+            offset=content.offset,
+            unit=unit,
+            statistics=statistics,
+        )
+        for name, unit, statistics in zip(content.names, units, encoded.statistics, strict=True)
+    )
+    return encoded.data, bands
+
+
+def _subset_variable(name: str, subset: str | None) -> str:
+    """The tile variable ``name`` of an ensemble subset (``name-subset``), or ``name`` itself."""
+    return name if subset is None else f"{name}-{subset}"
+
+
+def object_frame(
+    mask: NDArray[Any],
+    georef: GeoRef,
+    probabilities: NDArray[np.floating[Any]] | None = None,
+    *,
+    percent: NDArray[np.uint8] | None = None,
+) -> gpd.GeoDataFrame:
+    """One row per 8-connected object of ``mask``, with zonal statistics of the probabilities.
+
+    Args:
+        mask: 2-D north-up mask of the tile (e.g. ``binarized_segmentation``); non-zero is set.
+        georef: The tile's georeference; every array must have ``georef.shape``.
+        probabilities: 2-D probabilities in [0, 1], NaN where unknown, or ``None``, in which
+            case the statistics columns are all NaN (unless ``percent`` is given).
+        percent: The same probabilities already converted by
+            :func:`~darts_export.formats.rasters.probabilities_to_percent` (as for the
+            probabilities COG); used instead of converting ``probabilities`` again.
+
+    Returns:
+        A frame with :data:`OBJECT_COLUMNS`: ``Region_ID`` (int64, 1..n in raster order of
+        each object's first pixel), ``min``, ``max``, ``mean``, ``median`` and ``std``
+        (population) over the object's valid pixels of the percent values that
+        ``probabilities.tif`` stores (float64, NaN when there are none), ``npixel`` (int64,
+        all pixels of the object) and the ``MultiPolygon`` geometry, with the tile's CRS.
+        No object gives an empty frame with the same columns and dtypes.
+
+    Raises:
+        InvalidTileError: An array is not 2-D with the tile's shape, or ``probabilities``
+            is not floating point.
+    """
+    if percent is not None and (percent.shape != georef.shape or percent.dtype != np.uint8):
+        raise InvalidTileError(
+            f"percent must be a uint8 array of shape {georef.shape}, got {percent.dtype} of shape {percent.shape}."
+        )
+    if percent is None and probabilities is not None:
+        data = np.asarray(probabilities)
+        if data.shape != georef.shape or not np.issubdtype(data.dtype, np.floating):
+            raise InvalidTileError(
+                f"probabilities must be a floating-point array of shape {georef.shape}, "
+                f"got {data.dtype} of shape {data.shape}."
+            )
+    objects = polygonize_objects(mask, georef)
+    values: NDArray[np.uint8] | None = None
+    if percent is not None:
+        values = np.asarray(percent).reshape(-1)[objects.pixels]
+    elif probabilities is not None:  # only the object pixels are converted
+        picked = np.asarray(probabilities)[np.unravel_index(objects.pixels, georef.shape)]
+        values = probabilities_to_percent(picked.reshape(1, -1))[0]
+    stats = zonal_statistics(values, objects.regions, objects.count, nodata=PROBABILITY_NODATA)
+    frame = objects.frame
+    for position, name in enumerate((*STAT_COLUMNS, "npixel"), start=1):
+        frame.insert(position, name, stats[name])
+    return frame
 
 
 def _encode_vector(product: PlannedProduct, ctx: EncodeContext) -> tuple[tuple[OutputFile, bytes | Path], ...]:
@@ -105,7 +207,8 @@ def _encode_vector(product: PlannedProduct, ctx: EncodeContext) -> tuple[tuple[O
     else:
         optional = [v for v in product.optional if v in ctx.view]
         probabilities = ctx.view.array(optional[0]) if optional else None
-        frame = polygonize_objects(mask, ctx.view.georef, probabilities)  # type: ignore[arg-type]
+        percent = ctx.percent.get(optional[0]) if optional else None
+        frame = object_frame(mask, ctx.view.georef, probabilities, percent=percent)  # type: ignore[arg-type]
     parquet, gpkg = product.outputs
     staged = ctx.staging / gpkg.path
     try:

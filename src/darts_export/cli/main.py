@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rasterio.errors import NotGeoreferencedWarning
 
 from darts_export.__about__ import __version__
 from darts_export.cli.context import (
@@ -68,10 +66,6 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """
     ctx.meta["darts_export.verbose"] = verbose
     ctx.meta["darts_export.quiet"] = quiet
-    # rasterio silences this warning for its in-memory datasets with warnings.catch_warnings(),
-    # which is not thread-safe before Python 3.14: with two encoder threads it can leak out
-    # although every dataset darts-export writes is georeferenced.
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 @command(main, "export", target=True)

@@ -19,14 +19,15 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
-from rasterio.session import DummySession
+
+from darts_export.formats._gdal import local_gdal_env
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from darts_export.tile import GeoRef
 
-__all__ = ["BandStatistics", "CogOptions", "EncodedCog", "RasterBand", "encode_cog", "local_gdal_env"]
+__all__ = ["BandStatistics", "CogOptions", "EncodedCog", "RasterBand", "Resampling", "encode_cog"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,22 +102,6 @@ class RasterBand:
     offset: float | None = None
     unit: str | None = None
     statistics: BandStatistics | None = None
-
-
-def local_gdal_env() -> rasterio.Env:
-    """A GDAL environment for in-memory work: no cloud session, whatever the process environment.
-
-    The encoders only touch in-memory GDAL datasets; storage credentials are fsspec's business.
-    Without an active environment rasterio opens one per call (``rasterio.open``, ``warp``,
-    ...) and, whenever AWS credentials are in the process environment (always, in AWS Lambda),
-    builds a boto3 session for each: ~17 ms per call. (``rasterio.features.shapes`` builds
-    one per call even inside this environment, which is why ``vectors`` traces a few packed
-    rasters instead of one per object: 13.6 s → 0.5 s at 10980² with credentials set.)
-    Environments are per thread.
-    """
-    # With its default options: an environment without any option is falsy to rasterio's
-    # ensure_env, which would then still open a credentialled environment per call.
-    return rasterio.Env(session=DummySession(), **rasterio.Env.default_options())
 
 
 def encode_cog(

@@ -1,8 +1,8 @@
-"""Vector products: the polygonized objects and the valid-data extent of a tile.
+"""Polygons of a tile: its objects (labelled, packed and traced) and its valid-data extent.
 
 :func:`polygonize_objects` and :func:`polygonize_extent` turn a boolean raster into a
-:class:`geopandas.GeoDataFrame` in the tile's CRS; :mod:`darts_export.formats.vector_files` encodes
-such a frame as GeoParquet bytes or a GeoPackage file.
+:class:`geopandas.GeoDataFrame` in the tile's CRS; the objects also say which pixels make
+each row, for the zonal statistics (:mod:`darts_export.formats.zonal`).
 
 Geometry model: a *region* is a set of set pixels that is 8-connected (pixels touching
 only at a corner belong together), and each region is one row. Its geometry is the exact
@@ -15,8 +15,9 @@ Speed: GDAL traces only what needs tracing. Objects are found through a coarse g
 occupied cells, and only their bounding windows are labelled and traced; the extent is
 traced at block resolution where blocks are fully valid and at pixel resolution only
 along its border, then the pieces are unioned. The windows are packed side by side into
-one canvas and traced in a single GDAL call (each call costs 17 ms when AWS credentials
-are in the environment), then every polygon is moved back by its window's offset. All
+one canvas and traced in a single GDAL call (``rasterio.features.shapes`` builds a
+credentialled GDAL session per call, 17 ms, whenever AWS credentials are in the
+environment), then every polygon is moved back by its window's offset. All
 geometry work happens in integer pixel coordinates, so shifts and union are exact, and
 the affine transform is applied last.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -33,47 +33,26 @@ from typing import TYPE_CHECKING, Any, Final
 import geopandas as gpd
 import numpy as np
 import pyproj
-import rasterio
-import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 from shapely.geometry.base import BaseGeometry
 
 from darts_export.errors import InvalidTileError
-from darts_export.formats.cog import local_gdal_env
-from darts_export.formats.rasters import PROBABILITY_NODATA, probabilities_to_percent
+from darts_export.formats._gdal import local_gdal_env, polygonize
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from darts_export.tile import GeoRef
 
-__all__ = [
-    "EXTENT_COLUMNS",
-    "GEOMETRY_TYPE",
-    "OBJECT_COLUMNS",
-    "polygonize_extent",
-    "polygonize_objects",
-]
+__all__ = ["EXTENT_COLUMNS", "ObjectPolygons", "polygonize_extent", "polygonize_objects"]
 
 logger = logging.getLogger(__name__)
 
-# rasterio.features.shapes() builds its in-memory datasets before it sets their transform and
-# silences the resulting NotGeoreferencedWarning with warnings.catch_warnings(), which is not
-# thread-safe before Python 3.14: with the export's two encoder threads the false alarm leaks
-# out. Every call here passes a transform, so the warning is ignored for that module only.
-warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
-
-STAT_COLUMNS: Final = ("min", "max", "mean", "median", "std")
-OBJECT_COLUMNS: Final = ("Region_ID", *STAT_COLUMNS, "npixel", "geometry")
-"""Columns of :func:`polygonize_objects`, in order. Stats are in percent (0-100)."""
 EXTENT_COLUMNS: Final = ("Region_ID", "geometry")
 """Columns of :func:`polygonize_extent`, in order."""
-GEOMETRY_TYPE: Final = "MultiPolygon"
-"""The geometry type of every row of both products."""
 
 _EIGHT: Final = np.ones((3, 3), dtype=bool)
 _OBJECT_CELL: Final = 32
@@ -82,42 +61,49 @@ _EXTENT_BLOCK: Final = 128
 """Side of the blocks traced whole when fully valid."""
 
 
-def polygonize_objects(
-    mask: NDArray[Any], georef: GeoRef, probabilities: NDArray[np.floating[Any]] | None
-) -> gpd.GeoDataFrame:
-    """One row per 8-connected object of ``mask``, with zonal statistics of ``probabilities``.
+@dataclass(frozen=True, kw_only=True)
+class ObjectPolygons:
+    """The objects of a mask, one row each, and the pixels that make every row."""
+
+    frame: gpd.GeoDataFrame
+    """``Region_ID`` (int64, 1..n in raster order of each object's first pixel) and the
+    ``MultiPolygon`` geometry, with the tile's CRS."""
+    pixels: NDArray[np.intp]
+    """Flat (row-major) index into the tile of every object pixel."""
+    regions: NDArray[np.int64]
+    """The 0-based row of :attr:`frame` that each of :attr:`pixels` belongs to."""
+
+    @property
+    def count(self) -> int:
+        """The number of objects."""
+        return len(self.frame)
+
+
+def polygonize_objects(mask: NDArray[Any], georef: GeoRef) -> ObjectPolygons:
+    """One row per 8-connected object of ``mask``.
 
     Args:
         mask: 2-D north-up mask of the tile (e.g. ``binarized_segmentation``); non-zero is set.
         georef: The tile's georeference; ``mask.shape`` must equal ``georef.shape``.
-        probabilities: 2-D probabilities in [0, 1] of the same shape, NaN where unknown, or
-            ``None``, in which case the statistics columns are all NaN.
 
     Returns:
-        A frame with :data:`OBJECT_COLUMNS`: ``Region_ID`` (int64, 1..n in raster order of
-        each object's first pixel), ``min``, ``max``, ``mean``, ``median`` and ``std``
-        (population) over the object's non-NaN pixels of the percent values that
-        ``probabilities.tif`` stores (``floor(p * 100 + 0.5)`` clipped to 0-100; float64,
-        NaN when there are none), ``npixel`` (int64, all pixels of the object) and the
-        ``MultiPolygon`` geometry, with the tile's CRS. No object gives an empty frame
-        with the same columns and dtypes.
+        The objects' frame (``Region_ID`` and geometry; no object gives an empty frame with
+        the same columns and dtypes) and, for every object pixel, its row in the frame.
 
     Raises:
-        InvalidTileError: An array is not 2-D with the tile's shape, or ``probabilities``
-            is not floating point.
+        InvalidTileError: ``mask`` is not 2-D with the tile's shape.
     """
     started = time.perf_counter()
-    values = None if probabilities is None else _as_probabilities(probabilities, georef)
     with local_gdal_env():  # no credentialled GDAL environment per GDAL call
-        objects = _trace_objects(_as_mask(mask, georef, "mask"), values)
+        objects = _trace_objects(_as_mask(mask, georef, "mask"))
     geometries = _group_multipolygons(objects.polygons, objects.owners, objects.count)
     order = _raster_order(geometries)
-    stats = _zonal_stats(objects.pixel_owner, objects.pixel_percent, objects.count)
+    row_of = np.empty(objects.count, dtype=np.int64)
+    row_of[order] = np.arange(objects.count, dtype=np.int64)
     columns: dict[str, NDArray[Any]] = {"Region_ID": np.arange(1, objects.count + 1, dtype=np.int64)}
-    columns.update({name: stats[name][order] for name in (*STAT_COLUMNS, "npixel")})
     frame = _frame(columns, geometries[order], georef)
     logger.debug("Polygonized %d objects in %.3f s", objects.count, time.perf_counter() - started)
-    return frame
+    return ObjectPolygons(frame=frame, pixels=objects.pixels, regions=row_of[objects.pixel_owner])
 
 
 def polygonize_extent(valid: NDArray[Any], georef: GeoRef) -> gpd.GeoDataFrame:
@@ -164,26 +150,6 @@ def _as_mask(array: NDArray[Any], georef: GeoRef, name: str) -> NDArray[np.bool_
     return data if data.dtype == np.bool_ else data != 0
 
 
-def _as_probabilities(array: NDArray[Any], georef: GeoRef) -> NDArray[np.floating[Any]]:
-    """Check that ``array`` is floating point with the tile's shape."""
-    data = np.asarray(array)
-    if data.shape != georef.shape or not np.issubdtype(data.dtype, np.floating):
-        raise InvalidTileError(
-            f"probabilities must be a floating-point array of shape {georef.shape}, "
-            f"got {data.dtype} of shape {data.shape}."
-        )
-    return data
-
-
-def _percent(probabilities: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
-    """The percent values of ``probabilities.tif`` (rounded, halves up, clipped to 0-100), NaN where unknown."""
-    # As one row, so that probabilities_to_percent converts it in one block rather than 512 values at a time.
-    encoded: NDArray[np.uint8] = probabilities_to_percent(probabilities.reshape(1, -1))[0]
-    percent = encoded.astype(np.float64)
-    percent[encoded == PROBABILITY_NODATA] = np.nan
-    return percent
-
-
 def _frame(columns: dict[str, NDArray[Any]], geometries: NDArray[np.object_], georef: GeoRef) -> gpd.GeoDataFrame:
     """A frame of ``columns`` plus the pixel-space ``geometries`` moved into the tile's CRS."""
     t = georef.transform
@@ -197,20 +163,9 @@ def _frame(columns: dict[str, NDArray[Any]], geometries: NDArray[np.object_], ge
 # --- tracing --------------------------------------------------------------------------
 
 
-def _trace(raster: NDArray[Any], *, mask: NDArray[np.bool_], scale: int = 1) -> tuple[list[BaseGeometry], list[int]]:
-    """GDAL's 8-connected polygons of ``raster`` where ``mask``, with their values; each cell spans ``scale`` pixels.
-
-    Every call costs a GDAL environment (a boto3 session when AWS credentials are in the
-    process environment), so the callers trace a few large rasters, not many small ones.
-    """
-    transform = Affine(scale, 0.0, 0.0, 0.0, scale, 0.0)
-    polygons: list[BaseGeometry] = []
-    values: list[int] = []
-    for geojson, value in rasterio.features.shapes(raster, mask=mask, connectivity=8, transform=transform):
-        shell, *holes = (np.asarray(ring) for ring in geojson["coordinates"])
-        polygons.append(shapely.Polygon(shell, holes))
-        values.append(int(value))
-    return polygons, values
+def _trace(raster: NDArray[Any], *, mask: NDArray[np.bool_], scale: int = 1) -> tuple[list[shapely.Polygon], list[int]]:
+    """GDAL's 8-connected polygons of ``raster`` where ``mask``, with their values; each cell spans ``scale`` pixels."""
+    return polygonize(raster, mask=mask, transform=Affine.scale(scale))
 
 
 def _block_counts(mask: NDArray[np.bool_], block: int) -> NDArray[np.int64]:
@@ -252,27 +207,26 @@ class _Objects:
     count: int
     polygons: NDArray[np.object_]  # GDAL polygons, pixel coordinates
     owners: NDArray[np.int64]  # the object of each polygon
-    pixel_owner: NDArray[np.int64]  # the object of every object pixel
-    pixel_percent: NDArray[np.float64]  # their percent as in probabilities.tif, NaN where unknown
+    pixels: NDArray[np.intp]  # flat index of every object pixel in the tile
+    pixel_owner: NDArray[np.int64]  # the object of each of those pixels
 
 
-def _trace_objects(mask: NDArray[np.bool_], probabilities: NDArray[np.floating[Any]] | None) -> _Objects:
+def _trace_objects(mask: NDArray[np.bool_]) -> _Objects:
     """Label (8-connected) every object of ``mask`` inside its window, then trace all windows in one call."""
     windows = list(_object_windows(mask))
     canvas, corners = _packed_canvas([window.shape for _, _, window in windows])
+    pixels: list[NDArray[np.intp]] = [np.empty(0, dtype=np.intp)]
     pixel_owner: list[NDArray[np.int64]] = [np.empty(0, dtype=np.int64)]
-    pixel_percent: list[NDArray[np.float64]] = [np.empty(0)]
     shifts: list[NDArray[np.int64]] = [np.empty((0, 2), dtype=np.int64)]
+    width = mask.shape[1]
     count = 0
     for (rows, cols, window), (top, left) in zip(windows, corners.tolist(), strict=True):
         labels, found = ndimage.label(window, structure=_EIGHT)
         inside = np.flatnonzero(labels)
         owner = labels.ravel()[inside] + np.int64(count - 1)
+        row, col = np.divmod(inside, window.shape[1])
+        pixels.append((row + rows.start) * width + (col + cols.start))
         pixel_owner.append(owner)
-        if probabilities is None:
-            pixel_percent.append(np.full(inside.size, np.nan))
-        else:
-            pixel_percent.append(_percent(probabilities[rows, cols].ravel()[inside]))
         placed = canvas[top : top + window.shape[0], left : left + window.shape[1]]
         placed[labels > 0] = owner + 1  # the canvas holds each object's (1-based) global id
         shifts.append(np.tile(np.array([cols.start - left, rows.start - top], dtype=np.int64), (found, 1)))
@@ -283,8 +237,8 @@ def _trace_objects(mask: NDArray[np.bool_], probabilities: NDArray[np.floating[A
         count=count,
         polygons=_shifted(_object_array(polygons), np.concatenate(shifts)[owners]),
         owners=owners,
+        pixels=np.concatenate(pixels).astype(np.intp, copy=False),
         pixel_owner=np.concatenate(pixel_owner),
-        pixel_percent=np.concatenate(pixel_percent),
     )
 
 
@@ -402,35 +356,3 @@ def _raster_order(geometries: NDArray[np.object_]) -> NDArray[np.intp]:
     by_corner = np.lexsort((xy[:, 0], xy[:, 1], owner))
     first = by_corner[np.flatnonzero(np.diff(owner[by_corner], prepend=-1))]
     return np.lexsort((xy[first, 0], xy[first, 1]))
-
-
-def _zonal_stats(
-    owner: NDArray[np.int64], percent: NDArray[np.float64], count: int
-) -> dict[str, NDArray[np.floating[Any]] | NDArray[np.int64]]:
-    """Per-owner min, max, mean, median, population std over non-NaN ``percent``, and the pixel count."""
-    npixel = np.bincount(owner, minlength=count).astype(np.int64)
-    known = ~np.isnan(percent)
-    owner, percent = owner[known], percent[known]
-    n = np.bincount(owner, minlength=count)
-    has = n > 0
-    mean = np.full(count, np.nan)
-    np.divide(np.bincount(owner, percent, count), n, out=mean, where=has)
-    variance = np.full(count, np.nan)
-    deviation = percent - mean[owner]
-    np.divide(np.bincount(owner, deviation * deviation, count), n, out=variance, where=has)
-    ordered = percent[np.lexsort((percent, owner))]
-    start = np.cumsum(n) - n
-
-    def pick(index: NDArray[np.int64]) -> NDArray[np.float64]:
-        picked = np.full(count, np.nan)
-        picked[has] = ordered[index[has]]
-        return picked
-
-    return {
-        "min": pick(start),
-        "max": pick(start + n - 1),
-        "mean": mean,
-        "median": (pick(start + (n - 1) // 2) + pick(start + n // 2)) / 2.0,
-        "std": np.sqrt(variance),
-        "npixel": npixel,
-    }

@@ -1,24 +1,28 @@
-"""The raster products: turn tile variables into the arrays, nodata and band records of their COGs.
+"""The raster products: turn tile variables into the arrays and nodata of their COGs.
 
 * probabilities: float in [0, 1] (NaN = invalid) → uint8 percent, **rounded** to the nearest
   percent with halves rounded up (0.125 → 13, 0.994 → 99, 0.995 → 100), 255 = nodata;
   overviews averaged.
-* binarized: bool → uint8 0/1 (255 declared as nodata, never used); overviews nearest.
+* binarized: bool → uint8 0/1 inside the valid extent, 255 (nodata) outside it; overviews
+  nearest, so every overview pixel is one of the full-resolution pixels (0, 1 or 255).
 * bands (optical, dem, tcvis, any named variable): the variables' own dtype (bool → uint8),
   band descriptions set, nodata from the variable's encoding (else NaN for floats); overviews
   averaged.
+
+Pure NumPy: the COG encoding itself is :mod:`darts_export.formats.cog`'s, wired up by
+:mod:`darts_export.encoders`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from darts_export.formats.cog import CogOptions, RasterBand, Resampling, encode_cog
+from darts_export.products import PROBABILITY_NODATA
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -26,28 +30,33 @@ if TYPE_CHECKING:
     from darts_export.tile import TileView
 
 __all__ = [
-    "PROBABILITY_NODATA",
-    "EncodedRaster",
-    "encode_band_raster",
-    "encode_mask_raster",
-    "encode_probability_raster",
+    "RasterContent",
+    "band_raster",
+    "mask_raster",
     "probabilities_to_percent",
+    "probability_raster",
 ]
 
-PROBABILITY_NODATA = 255
 _BLOCK_PIXELS = 1 << 17  # 1 MiB of float64: fits in L2
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncodedRaster:
-    """A COG's bytes and what its bands hold."""
+class RasterContent:
+    """What a raster product's COG holds: same-shaped 2-D bands of one dtype, and how to read them."""
 
-    data: bytes
-    bands: tuple[RasterBand, ...]
+    arrays: tuple[NDArray[Any], ...]
+    names: tuple[str, ...]
+    nodata: float | None
+    resampling: Literal["NEAREST", "AVERAGE"]
+    """Overview resampling: ``NEAREST`` for masks, ``AVERAGE`` for continuous data."""
+    scale: float | None = None
+    offset: float | None = None
+    units: tuple[str | None, ...] = ()
+    """One unit per band, or empty when no band has one."""
 
 
 def probabilities_to_percent(
-    probabilities: NDArray[np.floating], out: NDArray[np.uint8] | None = None
+    probabilities: NDArray[np.floating[Any]], out: NDArray[np.uint8] | None = None
 ) -> NDArray[np.uint8]:
     """Probabilities in [0, 1] → uint8 percent 0-100, rounded to nearest (halves up); NaN → 255.
 
@@ -82,66 +91,72 @@ def probabilities_to_percent(
     return out
 
 
-def _as_uint8_mask(mask: NDArray[np.generic]) -> NDArray[np.uint8]:
+def probability_raster(view: TileView, variable: str, *, percent: NDArray[np.uint8] | None = None) -> RasterContent:
+    """The ``probabilities[-subset].tif`` content of ``variable``.
+
+    ``percent`` is ``probabilities_to_percent`` of the variable if the caller already has it.
+    """
+    if percent is None:
+        percent = probabilities_to_percent(view.array(variable))  # type: ignore[arg-type]
+    return RasterContent(
+        arrays=(percent,),
+        names=(variable,),
+        nodata=PROBABILITY_NODATA,
+        resampling="AVERAGE",
+        scale=0.01,
+        offset=0.0,
+    )
+
+
+def mask_raster(
+    view: TileView, variable: str, *, extent: str | None = None, probabilities: str | None = None
+) -> RasterContent:
+    """The ``binarized[-subset].tif`` content of the mask ``variable``: 0/1 where valid, nodata elsewhere.
+
+    Valid pixels are ``extent > 0`` when ``extent`` names a variable, else the non-NaN pixels
+    of the ``probabilities`` variable; without either, every pixel. Non-zero mask pixels are 1.
+    """
+    mask = view.array(variable)
+    if extent is not None:
+        data = _with_nodata(mask, view.array(extent), _not_positive)
+    elif probabilities is not None:
+        data = _with_nodata(mask, view.array(probabilities), lambda block, out: np.isnan(block, out=out))
+    else:
+        data = _as_uint8_mask(mask)
+    return RasterContent(arrays=(data,), names=(variable,), nodata=PROBABILITY_NODATA, resampling="NEAREST")
+
+
+def _not_positive(block: NDArray[Any], out: NDArray[np.bool_]) -> None:
+    np.greater(block, 0, out=out)  # NaN is not > 0, so a NaN extent is outside too
+    np.logical_not(out, out=out)
+
+
+def _with_nodata(
+    mask: NDArray[Any],
+    source: NDArray[Any],
+    invalid: Callable[[NDArray[Any], NDArray[np.bool_]], object],
+) -> NDArray[np.uint8]:
+    """``mask`` as 0/1 bytes, :data:`PROBABILITY_NODATA` where ``invalid(source)``; a few rows at a time."""
+    height = mask.shape[0]
+    rows = max(1, _BLOCK_PIXELS // max(math.prod(mask.shape[1:]), 1))
+    out = np.empty(mask.shape, dtype=np.uint8)
+    outside = np.empty((rows, *mask.shape[1:]), dtype=np.bool_)
+    for start in range(0, height, rows):
+        block = out[start : start + rows]
+        here = outside[: block.shape[0]]
+        np.not_equal(mask[start : start + rows], 0, out=block, casting="unsafe")
+        invalid(source[start : start + rows], here)
+        block[here] = PROBABILITY_NODATA
+    return out
+
+
+def _as_uint8_mask(mask: NDArray[Any]) -> NDArray[np.uint8]:
     """0/1 bytes of ``mask``: a bool array is reinterpreted in place (no 1-byte-per-pixel copy)."""
     if mask.dtype == np.bool_:
         view: NDArray[np.uint8] = mask.view(np.uint8)
         return view
     nonzero: NDArray[np.uint8] = np.not_equal(mask, 0).astype(np.uint8)
     return nonzero
-
-
-def encode_probability_raster(
-    view: TileView,
-    variable: str,
-    *,
-    tags: Mapping[str, str],
-    options: CogOptions | None = None,
-    percent: NDArray[np.uint8] | None = None,
-) -> EncodedRaster:
-    """The ``probabilities[-subset].tif`` COG of ``variable``.
-
-    ``percent`` is ``probabilities_to_percent`` of the variable if the caller already has it.
-    """
-    if percent is None:
-        percent = probabilities_to_percent(view.array(variable))  # type: ignore[arg-type]
-    encoded = encode_cog(
-        [percent],
-        view.georef,
-        nodata=PROBABILITY_NODATA,
-        descriptions=[variable],
-        tags=tags,
-        resampling="AVERAGE",
-        options=options,
-    )
-    band = RasterBand(
-        name=variable,
-        data_type="uint8",
-        nodata=PROBABILITY_NODATA,
-        scale=0.01,
-        offset=0.0,
-        unit=None,
-        statistics=encoded.statistics[0],
-    )
-    return EncodedRaster(data=encoded.data, bands=(band,))
-
-
-def encode_mask_raster(
-    view: TileView, variable: str, *, tags: Mapping[str, str], options: CogOptions | None = None
-) -> EncodedRaster:
-    """The ``binarized[-subset].tif`` COG of boolean ``variable``."""
-    mask = _as_uint8_mask(view.array(variable))
-    encoded = encode_cog(
-        [mask],
-        view.georef,
-        nodata=PROBABILITY_NODATA,
-        descriptions=[variable],
-        tags=tags,
-        resampling="NEAREST",
-        options=options,
-    )
-    band = RasterBand(name=variable, data_type="uint8", nodata=PROBABILITY_NODATA, statistics=encoded.statistics[0])
-    return EncodedRaster(data=encoded.data, bands=(band,))
 
 
 def _declared_nodata(view: TileView, variable: str) -> float | None:
@@ -152,14 +167,8 @@ def _declared_nodata(view: TileView, variable: str) -> float | None:
     return None
 
 
-def encode_band_raster(
-    view: TileView,
-    variables: Sequence[str],
-    *,
-    tags: Mapping[str, str],
-    options: CogOptions | None = None,
-) -> EncodedRaster:
-    """One multi-band COG of ``variables`` (optical, dem, tcvis or any named variable).
+def band_raster(view: TileView, variables: Sequence[str]) -> RasterContent:
+    """One multi-band content of ``variables`` (optical, dem, tcvis or any named variable).
 
     Bands are promoted to one common dtype (bool becomes uint8). The nodata value is the
     first variable's declared nodata, else NaN for float data, else none.
@@ -169,25 +178,10 @@ def encode_band_raster(
     nodata = _declared_nodata(view, variables[0])
     if nodata is None and np.issubdtype(dtype, np.floating):
         nodata = math.nan
-    bands = [a.astype(dtype, copy=False) for a in arrays]
-    resampling: Resampling = "AVERAGE"
-    encoded = encode_cog(
-        bands,
-        view.georef,
+    return RasterContent(
+        arrays=tuple(a.astype(dtype, copy=False) for a in arrays),
+        names=tuple(variables),
         nodata=nodata,
-        descriptions=list(variables),
-        tags=tags,
-        resampling=resampling,
-        options=options,
+        resampling="AVERAGE",
+        units=tuple(view.dataset[name].attrs.get("units") for name in variables),
     )
-    records = tuple(
-        RasterBand(
-            name=name,
-            data_type=np.dtype(dtype).name,
-            nodata=nodata,
-            unit=view.dataset[name].attrs.get("units"),
-            statistics=statistics,
-        )
-        for name, statistics in zip(variables, encoded.statistics, strict=True)
-    )
-    return EncodedRaster(data=encoded.data, bands=records)

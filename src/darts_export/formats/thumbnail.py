@@ -1,4 +1,4 @@
-"""The quick-look JPEG of a tile: an RGB (or probability) image with the 50 % outline and the valid extent.
+"""The quick-look JPEG of a tile: an RGB (or probability) image with the object outlines and the valid extent.
 
 Design:
 
@@ -8,21 +8,23 @@ Design:
   ``max_size``² values per variable are ever touched, so a full 10980² Sentinel-2 tile costs about
   as much as a 1024² one; nothing is reprojected or block-averaged at full resolution.
 * **Draw with numpy and Pillow, not matplotlib.** The overlays are pixel masks (the boundary of
-  ``probabilities >= 0.5`` and of the valid extent), coloured directly in the RGB array, and the
+  the objects and of the valid extent), coloured directly in the RGB array, and the
   title is one ``ImageDraw.text`` call. This is several times faster than a matplotlib figure,
   cannot leak a figure, holds no global state (safe on several threads: every call builds its own
   image, font and buffers) and gives the same bytes for the same input.
-* **The 0.5 contour is taken on the 0..1 probabilities**, never on values converted to percent.
+* **The outlines are those of the exported objects**: ``binarized_segmentation`` (the mask the
+  polygons are traced from, after whatever filtering the pipeline applied) when the tile has
+  it, else ``probabilities >= 0.5`` on the 0..1 probabilities (never on values in percent).
 
 Colours (chosen to be saturated, so they never occur in the grey probability image and rarely in
 tundra imagery):
 
-* :data:`CONTOUR_COLOUR` magenta ``(255, 0, 255)``: the 50 % probability outline.
+* :data:`CONTOUR_COLOUR` magenta ``(255, 0, 255)``: the outline of the objects.
 * :data:`EXTENT_COLOUR` cyan ``(0, 255, 255)``: the outline of the valid extent (including where it
   meets the tile border).
 * :data:`NODATA_COLOUR` black: pixels outside the valid extent.
 
-Both outlines are two pixels wide: one pixel on each side of the boundary. The probability
+Both outlines are two pixels wide: one pixel on each side of the boundary. The object
 outline is drawn over the extent outline. The title (``"<title> | EPSG:<code>"``) sits on a darkened
 band across the top of the image, so the JPEG is exactly the thumbnail size.
 """
@@ -57,13 +59,14 @@ MIN_THUMBNAIL_SIZE: Final = 512
 MAX_THUMBNAIL_SIZE: Final = 1024
 """Largest allowed long side of the thumbnail, in pixels."""
 CONTOUR_COLOUR: Final = (255, 0, 255)
-"""Magenta: the outline of ``probabilities >= 0.5``."""
+"""Magenta: the outline of the objects (``binarized_segmentation``, else ``probabilities >= 0.5``)."""
 EXTENT_COLOUR: Final = (0, 255, 255)
 """Cyan: the outline of the valid extent."""
 NODATA_COLOUR: Final = (0, 0, 0)
 """Black: pixels outside the valid extent."""
 
 _OPTICAL: Final = ("red", "green", "blue")
+_OBJECTS: Final = "binarized_segmentation"
 _STRETCH_PERCENTILES: Final = (2.0, 98.0)
 _STRETCH_SAMPLE: Final = 262_144  # values per band used to find the percentiles
 _PROBABILITY_THRESHOLD: Final = 0.5
@@ -75,11 +78,12 @@ def render_thumbnail(view: TileView, *, title: str, max_size: int = 1024, qualit
 
     The image is the red/green/blue reflectance with a per-band 2-98 % stretch over the valid
     pixels, or the probabilities in grey (0 black, 1 white) when a band is missing. On it: the
-    0.5 probability outline (:data:`CONTOUR_COLOUR`), the valid-extent outline
+    outline of the objects (:data:`CONTOUR_COLOUR`), the valid-extent outline
     (:data:`EXTENT_COLOUR`) and a title with ``title`` and the tile's EPSG code.
 
     Args:
-        view: The tile; only ``probabilities``, ``extent`` (optional; else the finite
+        view: The tile; only ``probabilities``, ``binarized_segmentation`` (optional; the
+            objects, else ``probabilities >= 0.5``), ``extent`` (optional; else the finite
             probabilities are the valid area) and ``red``/``green``/``blue`` (optional) are read.
         title: Usually the tile id.
         max_size: Length of the long side in pixels, 512-1024; the short side keeps the
@@ -115,8 +119,11 @@ def render_thumbnail(view: TileView, *, title: str, max_size: int = 1024, qualit
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
     rgb[~valid] = NODATA_COLOUR
     rgb[_boundary(valid, edge=False)] = EXTENT_COLOUR
-    above = np.greater_equal(prob, _PROBABILITY_THRESHOLD, where=finite, out=np.zeros(prob.shape, dtype=bool))
-    rgb[_boundary(above, edge=True)] = CONTOUR_COLOUR
+    if _OBJECTS in view:
+        objects = sample(_OBJECTS) != 0
+    else:
+        objects = np.greater_equal(prob, _PROBABILITY_THRESHOLD, where=finite, out=np.zeros(prob.shape, dtype=bool))
+    rgb[_boundary(objects, edge=True)] = CONTOUR_COLOUR
 
     epsg = georef.epsg
     image = _with_title(rgb, f"{title} | {'EPSG:' + str(epsg) if epsg is not None else 'no EPSG code'}")

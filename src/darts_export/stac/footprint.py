@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio.features
 import rasterio.warp
 import shapely
 from affine import Affine
 from shapely.geometry import box, shape
 
-from darts_export.formats.cog import local_gdal_env
+from darts_export.formats._gdal import local_gdal_env, polygonize
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -111,9 +110,7 @@ def _footprint(view: TileView, max_vertices: int) -> dict[str, Any]:
     valid: shapely.Geometry = tile_box
     if cells is not None:
         coarse = georef.transform @ Affine.scale(factor)
-        polygons = [
-            shape(geom) for geom, _ in rasterio.features.shapes(cells.astype(np.uint8), mask=cells, transform=coarse)
-        ]
+        polygons, _ = polygonize(cells.astype(np.uint8), mask=cells, transform=coarse)
         valid = shapely.union_all(polygons) if polygons else tile_box
         if not polygons:
             logger.warning("tile has no valid pixels; its footprint is the whole tile")
