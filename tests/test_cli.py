@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -198,6 +199,8 @@ def test_no_overwrite_refuses_an_existing_export_with_json_error(tile_zarr: Path
     assert result.exit_code == ExitCode.EXISTS
     error = as_json(result)["error"]
     assert (error["type"], error["exit_code"]) == ("ArtifactExistsError", 5)
+    assert "use --overwrite" in error["message"]  # the flag, not the keyword argument
+    assert "overwrite=" not in result.stderr
     assert (out / "manifest.json").read_bytes() == before
 
 
@@ -229,10 +232,49 @@ def test_demo_progress_bar_when_stderr_is_a_terminal_and_quiet_silences_it(tmp_p
     result = invoke("demo", tmp_path / "a", "--size", "32", env=terminal)
     assert result.exit_code == 0, result.output
     assert "demo 32×32" in result.stderr
-    assert "manifest.json" in result.stderr  # the last step
+    assert "Making a synthetic 32×32 tile" in result.stderr  # the spinner while the tile is made
+    assert "manifest.json written" in result.stderr  # the last step
     quiet = invoke("-q", "demo", tmp_path / "b", "--size", "32", env=terminal)
     assert quiet.exit_code == 0
     assert quiet.stderr == ""
+
+
+def test_global_options_before_or_after_the_subcommand(exported: Path, tmp_path: Path) -> None:
+    after = invoke("verify", exported, "--json")
+    before = invoke("--json", "verify", exported)
+    assert (before.exit_code, before.stdout) == (0, after.stdout)
+    assert as_json(before)["ok"] is True
+    options = tmp_path / "options.json"
+    options.write_text(json.dumps({"endpoint_url": "http://127.0.0.1:1"}))
+    # Options merge wherever they are given: pairs over files, and the command line order within each.
+    for args in (
+        ["--storage-options-file", options, "-q", "verify", exported],
+        ["verify", "--storage-options-file", options, exported, "-q"],
+        ["-q", "verify", exported, "--storage-option", "anything=1"],
+    ):
+        assert invoke(*args).exit_code == 0  # a local target ignores s3 options; the parsing is what is tested
+
+
+def test_export_progress_names_what_is_in_flight() -> None:
+    from rich.console import Console
+
+    from darts_export.cli.context import Run
+    from darts_export.cli.progress import ExportProgress
+
+    run = Run(as_json=False, quiet=False, verbose=0, console=Console(file=io.StringIO()))
+    progress = ExportProgress(run, "T1", total=3)
+    progress("encoding", "probabilities.tif")
+    progress("encoding", "prediction_segments.parquet")
+    assert progress.describe() == "encoding probabilities.tif, encoding prediction_segments.parquet"
+    progress("publishing", "probabilities.tif")
+    assert progress.describe() == "encoding prediction_segments.parquet, uploading probabilities.tif"
+    progress("published", "probabilities.tif")
+    progress("publishing", "prediction_segments.parquet")
+    progress("published", "prediction_segments.parquet")
+    assert progress.describe() == ""
+    progress("publishing", "item.json")
+    progress("published", "item.json")
+    assert progress.describe() == "writing manifest.json"  # every artifact stored: the manifest is next
 
 
 def test_verbose_logs_one_line_per_tile_and_debug_per_artifact(tmp_path: Path) -> None:
@@ -309,12 +351,21 @@ def test_export_falls_back_when_unreachable_then_sync_publishes(
     ]
     result = invoke("export", tile_zarr, target, "-b", "binarized", "-b", "metadata", "--fallback-dir", fallback,
                     "--meta", "tile_id=T1", *unreachable, "--json")  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == ExitCode.FELL_BACK, result.output
     manifest = Manifest.from_dict(as_json(result))
     local = fallback / "s3" / s3_bucket / "darts" / "T1"
     assert (manifest.fell_back, manifest.target, manifest.location) == (True, target, local.resolve().as_uri())
     assert f"darts-export sync {fallback}" in result.stderr
     assert keys(s3_client, s3_bucket) == []
+    # Without --json, stdout says so too: where the export went and how to publish it.
+    text = invoke("export", tile_zarr, target, "-b", "binarized", "-b", "metadata", "--fallback-dir", fallback,
+                  "--meta", "tile_id=T1", *unreachable, "-q")  # fmt: skip
+    assert text.exit_code == ExitCode.FELL_BACK, text.output
+    assert text.stdout.startswith(
+        f"Fell back: {target} was unreachable, so T1 was exported to {local.resolve().as_uri()}"
+    )
+    assert text.stdout.rstrip().endswith(f"darts-export sync {fallback}")
+    assert "Exported" not in text.stdout
 
     # Still unreachable: nothing moves, exit code 4.
     result = invoke("sync", fallback, *unreachable)

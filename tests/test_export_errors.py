@@ -18,6 +18,7 @@ from darts_export import (
     export_tile,
     verify,
 )
+from darts_export.export import ProgressEvent
 from darts_export.storage import Storage
 from helpers import Target
 
@@ -109,13 +110,18 @@ def test_unreachable_target_falls_back_to_local_folder(
     small_tile: xr.Dataset, tmp_path: Path, unreachable: dict[str, Any]
 ) -> None:
     seen: list[str] = []
+
+    def stored(event: ProgressEvent, path: str) -> None:
+        if event == "published":
+            seen.append(path)
+
     manifest = export_tile(
         small_tile,
         "s3://bucket/darts/T1",
         bands=["binarized", "metadata"],
         storage_options=unreachable,
         fallback_dir=tmp_path / "fallback",
-        progress=seen.append,
+        progress=stored,
     )
     local = tmp_path / "fallback" / "s3" / "bucket" / "darts" / "T1"
     assert manifest.fell_back

@@ -23,6 +23,7 @@ import darts_export.encoders
 import darts_export.export
 from darts_export import DEFAULT_BANDS, Manifest, export_tile, missing_outputs, verify
 from darts_export.errors import StorageError
+from darts_export.export import ProgressEvent
 from darts_export.products import expected_paths
 from helpers import Target, multihash, read_back
 
@@ -134,9 +135,16 @@ def test_debug_store_failure_never_blocks_the_main_products(
 
 
 def test_item_is_written_after_every_artifact_and_before_the_manifest(small_tile: xr.Dataset, tmp_path: Path) -> None:
-    order: list[str] = []
-    export_tile(small_tile, tmp_path / "out", bands=list(DEFAULT_BANDS), progress=order.append)
+    events: list[tuple[ProgressEvent, str]] = []
+    export_tile(small_tile, tmp_path / "out", bands=list(DEFAULT_BANDS), progress=lambda *e: events.append(e))
+    order = [path for event, path in events if event == "published"]
     assert order[-1] == "item.json"
+    # Each artifact is announced before it is stored, and each product before its first artifact.
+    for path in order:
+        assert events.index(("publishing", path)) < events.index(("published", path))
+    encoding = [path for event, path in events if event == "encoding"]
+    assert {"probabilities.tif", "prediction_segments.parquet", "thumbnail.jpg"} <= set(encoding)
+    assert all(events.index(("encoding", p)) < events.index(("publishing", p)) for p in encoding)
     assert sorted(order[:-1]) == sorted(
         p for p in expected_paths(DEFAULT_BANDS, (), debug=False) if p not in {"item.json", "manifest.json"}
     )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from darts_export.__about__ import __version__
-from darts_export.encoders import EncodeContext, encode_product
+from darts_export.encoders import EncodeContext, Encoded, encode_product
 from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, TargetUnreachableError
 from darts_export.formats.cog import CogOptions, RasterBand
 from darts_export.formats.rasters import probabilities_to_percent
@@ -48,12 +48,15 @@ if TYPE_CHECKING:
     import xarray as xr
     from numpy.typing import NDArray
 
-__all__ = ["export_tile", "fallback_location"]
+__all__ = ["ProgressEvent", "export_tile", "fallback_location"]
 
 logger = logging.getLogger(__name__)
 
 EXPORT_DATE_KEY = "DARTS_exportdate"
 _TILE_ID_KEYS = ("tile_id", "scene_id", "id")
+
+ProgressEvent = Literal["encoding", "publishing", "published"]
+"""What ``export_tile``'s ``progress`` callback reports about an artifact path."""
 
 
 def export_tile(
@@ -68,7 +71,7 @@ def export_tile(
     overwrite: bool = True,
     fallback_dir: str | os.PathLike[str] | None = None,
     cog_options: CogOptions | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[ProgressEvent, str], None] | None = None,
 ) -> Manifest:
     """Export a processed DARTS tile to a local folder or object storage.
 
@@ -98,7 +101,9 @@ def export_tile(
             logged, and :func:`darts_export.sync.sync` can publish it later. Without it, such a
             target raises :class:`~darts_export.errors.TargetUnreachableError`.
         cog_options: Codec and tiling of the GeoTIFFs.
-        progress: Called with each artifact's path once it is stored (from a worker thread).
+        progress: Called as ``progress(event, path)`` from worker threads: ``"encoding"`` when a product
+            starts encoding (``path``: its first file), ``"publishing"`` when an artifact starts
+            uploading and ``"published"`` once it is stored.
 
     Returns:
         The manifest that was written.
@@ -178,7 +183,7 @@ class _Job:
     tags: Mapping[str, str]
     cog_options: CogOptions | None
     options: Mapping[str, Any]
-    progress: Callable[[str], None] | None = None
+    progress: Callable[[ProgressEvent, str], None] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def run(self, storage: Storage, *, target: str, overwrite: bool) -> Manifest:
@@ -203,7 +208,7 @@ class _Job:
                 staging=Path(staging),
                 percent=self._first_percent(order, encoders),
             )
-            encoded = {id(p): encoders.submit(encode_product, p, ctx) for p in order}
+            encoded = {id(p): encoders.submit(self._encode, p, ctx) for p in order}
             footprint_future = encoders.submit(footprint, self.view)  # for the item; queued last
             try:
                 for future in as_completed(encoded.values()):
@@ -285,7 +290,16 @@ class _Job:
             warnings=tuple(self.warnings),
         )
 
+    def _report(self, event: ProgressEvent, path: str) -> None:
+        if self.progress is not None:
+            self.progress(event, path)
+
+    def _encode(self, product: PlannedProduct, ctx: EncodeContext) -> Encoded:
+        self._report("encoding", product.outputs[0].path)
+        return encode_product(product, ctx)
+
     def _publish(self, storage: Storage, rel: str, data: bytes | Path) -> StoredObject:
+        self._report("publishing", rel)
         if isinstance(data, Path):
             try:
                 stored = storage.publish_file(rel, data)
@@ -293,13 +307,13 @@ class _Job:
                 data.unlink(missing_ok=True)  # free the staging space as soon as possible
         else:
             stored = storage.publish_bytes(rel, data)
-        if self.progress is not None:
-            self.progress(rel)
+        self._report("published", rel)
         return stored
 
     def _debug_store(self, storage: Storage, product: PlannedProduct) -> list[Artifact]:
         """Write the Zarr debug store; a failure is logged and recorded, never fatal."""
         output = product.outputs[0]
+        self._report("publishing", output.path)
         try:
             stored = write_debug_store(self.view.dataset, storage, output.path)
         except (ExportError, OSError, ValueError, TypeError) as exc:
@@ -307,8 +321,7 @@ class _Job:
             logger.warning("%s", message)
             self.warnings.append(message)
             return []
-        if self.progress is not None:
-            self.progress(output.path)
+        self._report("published", output.path)
         return [_artifact(output, product, stored, kind="directory")]
 
 

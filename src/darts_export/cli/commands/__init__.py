@@ -1,0 +1,1 @@
+"""The ``darts-export`` subcommands, one module each (``export`` and ``demo`` share one)."""
