@@ -24,7 +24,7 @@ import xarray as xr
 from cfnlint.api import lint, lint_file
 from cfnlint.decode import decode
 
-from darts_export.cloud.lambda_handler import handler
+from darts_export.cloud import handler
 from darts_export.products import DEFAULT_BANDS
 from helpers import get, put_zarr, s3_record
 
@@ -359,12 +359,9 @@ def test_stack_in_moto_and_the_handler_under_its_role(
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="werkzeug"):
-        results = handler({"Records": [s3_record(s3_bucket, key)]}, None)
-        direct = handler({"input": f"s3://{s3_bucket}/inputs/T06WVS_2024/tile.zarr", "overwrite": True}, None)
-    assert isinstance(results, list)
-    (result,) = results
+        (result,) = handler({"Records": [s3_record(s3_bucket, key)]}, None)
+        (direct,) = handler({"input": f"s3://{s3_bucket}/inputs/T06WVS_2024/tile.zarr", "overwrite": True}, None)
     assert (result["status"], result["output"]) == ("exported", f"s3://{bucket}/exports/T06WVS_2024")
-    assert isinstance(direct, dict)
     expected = {"probabilities.tif", "binarized.tif", "darts_inference.json", "item.json"}  # item.json: STAC
     assert (direct["status"], direct["artifacts"]) == ("exported", len(expected))
     manifest = json.loads(get(s3_client, bucket, "exports/T06WVS_2024/manifest.json"))
