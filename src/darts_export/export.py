@@ -7,16 +7,13 @@ module talks to both. Uploads run on a background thread while the next product 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -24,11 +21,13 @@ import numpy as np
 
 from darts_export.__about__ import __version__
 from darts_export.encoders import EncodeContext, Encoded, encode_product
-from darts_export.errors import ArtifactExistsError, ExportError, InvalidTileError, TargetUnreachableError
+from darts_export.errors import ArtifactExistsError, ExportError, TargetUnreachableError
 from darts_export.formats.cog import CogOptions, RasterBand
 from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.formats.zarr_store import write_debug_store
 from darts_export.manifest import Artifact, Manifest
+from darts_export.metadata import EXPORT_DATE_KEY, ExportMetadata, decide_metadata
+from darts_export.preflight import check_arguments, check_variables, flag, open_target
 from darts_export.products import (
     DEFAULT_BANDS,
     ITEM_NAME,
@@ -42,7 +41,7 @@ from darts_export.products import (
 from darts_export.stac.footprint import footprint
 from darts_export.stac.item import build_item, encode_item
 from darts_export.storage import Storage, StoredObject
-from darts_export.tile import GeoRef, TileView
+from darts_export.tile import TileView
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -51,9 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["ProgressEvent", "export_tile", "fallback_location"]
 
 logger = logging.getLogger(__name__)
-
-EXPORT_DATE_KEY = "DARTS_exportdate"
-_TILE_ID_KEYS = ("tile_id", "scene_id", "id")
 
 ProgressEvent = Literal["encoding", "publishing", "published"]
 """What ``export_tile``'s ``progress`` callback reports about an artifact path."""
@@ -82,14 +78,20 @@ def export_tile(
 
     Args:
         tile: The tile from DARTS ``prepare_export``: an ``xarray.Dataset`` with a rioxarray
-            CRS and transform. It is not modified.
+            CRS and transform. It is not modified. Its ``attrs`` give the tile id, the acquisition
+            time and the source scene's STAC properties when ``metadata`` does not
+            (see :mod:`darts_export.metadata`).
         out_dir: A local folder, ``file://``, ``s3://bucket/prefix``, ``memory://...`` or any fsspec URL.
         bands: Products to write: ``probabilities``, ``binarized``, ``polygonized``, ``extent``,
             ``thumbnail``, ``optical``, ``dem``, ``tcvis``, ``metadata`` or the name of any tile
-            variable (written as ``{name}.tif``).
-        ensemble_subsets: Ensemble members exported separately as ``{product}-{subset}`` files.
-        metadata: Written as GDAL tags on every raster and, with the ``metadata`` band, as
-            ``darts_inference.json``; ``DARTS_exportdate`` is added (to a copy). Must be JSON-serialisable.
+            variable (written as ``{name}.tif``). Any iterable of strings, not a single string.
+        ensemble_subsets: Ensemble members exported separately as ``{product}-{subset}`` files;
+            any iterable of strings (``models.keys()`` too).
+        metadata: Written as GDAL tags on every raster, as ``darts:<key>`` STAC properties and, with
+            the ``metadata`` band, as ``darts_inference.json``. Must be JSON-serialisable under keys
+            GDAL can store. ``DARTS_exportdate`` (the export time) is added to a copy; give it
+            yourself, or set ``SOURCE_DATE_EPOCH``, for byte-identical re-exports. ``tile_id`` /
+            ``DARTS_tileid`` and ``datetime`` override the tile's attributes.
         debug: Also write the whole tile as a Zarr store ``darts_inference_debug.zarr``.
         storage_options: Passed unchanged to fsspec (e.g. ``endpoint_url``, ``key``, ``secret`` for
             s3fs); without them the standard AWS environment applies.
@@ -106,27 +108,33 @@ def export_tile(
             uploading and ``"published"`` once it is stored.
 
     Returns:
-        The manifest that was written.
+        The manifest that was written. Unless the export time was given, its ``clock_fields``
+        name every value taken from the clock; nothing else differs between two exports.
 
     Raises:
-        InvalidTileError: (a ``ValueError``) bad tile, band, subset or metadata — before anything is written.
-        UnsupportedTargetError: ``out_dir`` has a protocol no installed fsspec implementation knows.
+        InvalidTileError: (a ``ValueError``) bad tile, band, subset, variable values, metadata or
+            option — before anything is written.
+        UnsupportedTargetError: ``out_dir`` has a protocol no installed fsspec implementation knows,
+            or ``out_dir``/``storage_options`` have the wrong type, or paths would be too long.
         TargetUnreachableError: the target cannot be reached and no ``fallback_dir`` was given.
         StorageError: writing failed after retries; the manifest is then not written.
     """
     started = time.perf_counter()
     view = TileView(tile)
-    planned = plan_products(list(bands), list(ensemble_subsets), debug=debug)
-    _check_variables(planned, view)
-    meta = _prepare_metadata(metadata)
-    storage = Storage.open(out_dir, storage_options)
-    fallback = Storage.open(fallback_location(fallback_dir, storage.url)) if fallback_dir is not None else None
+    planned = plan_products(bands, ensemble_subsets, debug=flag(debug, "debug"))
+    check_variables(planned, view)
+    meta = decide_metadata(metadata, view.dataset.attrs, view.georef)
+    check_arguments(overwrite=overwrite, fallback_dir=fallback_dir, cog_options=cog_options, progress=progress)
+    storage = open_target(out_dir, storage_options, planned, view)
+    fallback = (
+        open_target(fallback_location(fallback_dir, storage.url), None, planned, view)
+        if fallback_dir is not None
+        else None
+    )
     job = _Job(
         view=view,
         planned=planned,
-        metadata=meta,
-        tile_id=_tile_id(meta, view.georef),
-        tags=_raster_tags(meta),
+        meta=meta,
         cog_options=cog_options,
         options={
             "bands": list(dict.fromkeys(p.product for p in planned if p.subset is None)),
@@ -168,19 +176,13 @@ def fallback_location(fallback_dir: str | os.PathLike[str], target_url: str) -> 
     return Path(fallback_dir).joinpath(protocol or "local", *parts)
 
 
-def _suffix(product: PlannedProduct) -> str:
-    return f"-{product.subset}" if product.subset else ""
-
-
 @dataclass(kw_only=True)
 class _Job:
     """One export: what to write, and how to encode, upload and commit it."""
 
     view: TileView
     planned: tuple[PlannedProduct, ...]
-    metadata: Mapping[str, Any]
-    tile_id: str
-    tags: Mapping[str, str]
+    meta: ExportMetadata
     cog_options: CogOptions | None
     options: Mapping[str, Any]
     progress: Callable[[ProgressEvent, str], None] | None = None
@@ -201,9 +203,9 @@ class _Job:
         ):
             ctx = EncodeContext(
                 view=self.view,
-                tile_id=self.tile_id,
-                metadata=self.metadata,
-                tags=self.tags,
+                tile_id=self.meta.tile_id,
+                metadata=dict(self.meta.values),
+                tags=self.meta.tags,
                 cog_options=self.cog_options,
                 staging=Path(staging),
                 percent=self._first_percent(order, encoders),
@@ -233,7 +235,7 @@ class _Job:
             build_item(
                 draft,
                 self.view,
-                metadata=self.metadata,
+                metadata=self.meta,
                 raster_bands=raster_bands,
                 geometry=footprint_future.result(),
             )
@@ -274,14 +276,16 @@ class _Job:
 
     def _manifest(self, storage: Storage, target: str, artifacts: list[Artifact]) -> Manifest:
         georef = self.view.georef
+        kinds = {o.path: p.kind for p in self.planned for o in p.outputs}
         return Manifest(
-            tile_id=self.tile_id,
+            tile_id=self.meta.tile_id,
             crs=georef.crs_code,
             crs_wkt=georef.crs.to_wkt(),
             shape=georef.shape,
             transform=tuple(georef.transform)[:6],
             bounds=georef.bounds,
-            created=self.metadata[EXPORT_DATE_KEY],
+            created=self.meta.created_text,
+            clock_fields=() if self.meta.export_time_given else _clock_fields(self.meta, kinds, artifacts),
             version=__version__,
             options=self.options,
             artifacts=tuple(artifacts),
@@ -339,6 +343,20 @@ _COST = {
 }
 
 
+def _clock_fields(meta: ExportMetadata, kinds: Mapping[str, Kind], artifacts: Iterable[Artifact]) -> tuple[str, ...]:
+    """``path#field`` of every value taken from the clock (the artifacts holding one differ in checksum too)."""
+    fields = [f"{MANIFEST_NAME}#created"]
+    for artifact in artifacts:
+        kind = kinds.get(artifact.path)
+        if kind in (Kind.PROBABILITY_RASTER, Kind.MASK_RASTER, Kind.BAND_RASTER, Kind.METADATA_JSON):
+            fields.append(f"{artifact.path}#{EXPORT_DATE_KEY}")  # a GeoTIFF tag, or the JSON entry
+        elif artifact.path == ITEM_NAME:
+            fields += [f"{ITEM_NAME}#properties.created", f"{ITEM_NAME}#properties.darts:{EXPORT_DATE_KEY}"]
+            if meta.acquisition is None:
+                fields.append(f"{ITEM_NAME}#properties.datetime")
+    return tuple(fields)
+
+
 def _artifact(
     output: OutputFile, product: PlannedProduct, stored: StoredObject, *, kind: Literal["file", "directory"] = "file"
 ) -> Artifact:
@@ -352,55 +370,6 @@ def _artifact(
         subset=product.subset,
         type=kind,
     )
-
-
-def _check_variables(planned: Iterable[PlannedProduct], view: TileView) -> None:
-    """Every requested product finds the variables it needs, else one clear error listing them all."""
-    missing: dict[str, list[str]] = {}
-    for product in planned:
-        absent = [v for v in product.required if v not in view]
-        if absent:
-            missing[f"{product.product}{_suffix(product)}"] = absent
-    if missing:
-        details = "; ".join(f"{name} needs {vars_}" for name, vars_ in missing.items())
-        raise InvalidTileError(
-            f"Band(s) not found in tile for export: {details}. Available variables are: {list(view.variables)}."
-        )
-
-
-def _prepare_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A JSON-safe copy of ``metadata`` with ``DARTS_exportdate`` added; the caller's dict is untouched."""
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise InvalidTileError(f"metadata must be a mapping (dict), got {type(metadata).__name__}.")
-    meta = dict(metadata or {})
-    bad_keys = [k for k in meta if not isinstance(k, str)]
-    if bad_keys:
-        raise InvalidTileError(f"metadata keys must be strings; got {bad_keys!r}.")
-    meta[EXPORT_DATE_KEY] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    try:
-        return dict(json.loads(json.dumps(meta, allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise InvalidTileError(
-            f"metadata must be JSON-serialisable (strings, numbers, booleans, lists, dicts; no NaN): {exc}. "
-            "Convert dates and numpy values with str() or .item() first."
-        ) from exc
-
-
-def _raster_tags(meta: Mapping[str, Any]) -> dict[str, str]:
-    """Metadata as GDAL tags: strings stay as they are, everything else becomes JSON."""
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
-
-
-def _tile_id(meta: Mapping[str, Any], georef: GeoRef) -> str:
-    """The tile id from metadata (``tile_id``, ``scene_id``, ``id``), else derived from the georeference."""
-    for key in _TILE_ID_KEYS:
-        value = meta.get(key)
-        if isinstance(value, str | int) and str(value):
-            return str(value)
-    left, _, _, top = georef.bounds
-    crs = georef.crs_code.replace(":", "") if georef.epsg is not None else "CRS"
-    pixel = abs(georef.transform.a)
-    return f"{crs}_{math.floor(left)}_{math.floor(top)}_{georef.width}x{georef.height}_{pixel:g}m"
 
 
 def _prepare_target(storage: Storage, *, overwrite: bool) -> None:

@@ -72,6 +72,8 @@ class Manifest:
     software: str = "darts-export"
     schema_version: int = MANIFEST_SCHEMA_VERSION
     warnings: tuple[str, ...] = field(default=())
+    clock_fields: tuple[str, ...] = field(default=())
+    """``path#field`` of every value taken from the clock; empty when the export time was given."""
 
     @property
     def fell_back(self) -> bool:
@@ -130,6 +132,7 @@ class Manifest:
                 software=str(data["software"]),
                 schema_version=version,
                 warnings=tuple(data.get("warnings", ())),
+                clock_fields=tuple(str(f) for f in data.get("clock_fields", ())),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise VerificationError(f"The manifest is malformed ({type(exc).__name__}: {exc}).") from exc

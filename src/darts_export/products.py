@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, cast
 
 import pystac
 
@@ -28,6 +28,7 @@ __all__ = [
     "OutputFile",
     "PlannedProduct",
     "Product",
+    "asset_key",
     "expected_paths",
     "plan_products",
     "validate_subset_name",
@@ -182,6 +183,13 @@ _SUFFIXES: dict[Kind, tuple[tuple[str, MediaType, tuple[str, ...]], ...]] = {
 }
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+MAX_NAME_BYTES = 255
+"""The longest file or folder name every target accepts (ext4, APFS, NTFS, S3 key segments)."""
+_RESERVED_STEMS = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+)  # Windows device names: no file may be called so, whatever its extension
+_FORMAT_SUFFIXED = frozenset({"parquet", "gpkg"})  # formats written in pairs with one stem
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def validate_subset_name(name: str) -> str:
@@ -200,6 +208,40 @@ def _validate_band_word(band: str) -> str:
             f"Band {band!r} cannot be exported: band names become file names; use letters, digits and '_.+=-'."
         )
     return band
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether ``name`` (a file or folder name) is a Windows device name such as ``con.tif`` or ``NUL``."""
+    return name.split(".", 1)[0].upper() in _RESERVED_STEMS
+
+
+def asset_key(path: str) -> str:
+    """The STAC asset key of the artifact at ``path``.
+
+    The file name without its extension (``probabilities-with_tcvis.tif`` →
+    ``probabilities-with_tcvis``, ``darts_inference_debug.zarr`` → ``darts_inference_debug``),
+    except for the vector formats written in pairs under one stem, which keep their format:
+    ``prediction_segments.parquet`` → ``prediction_segments-parquet``,
+    ``prediction_segments.gpkg`` → ``prediction_segments-gpkg``. Characters other than
+    letters, digits, ``_`` and ``-`` become ``_``.
+    """
+    stem, dot, ext = path.rpartition(".")
+    if not dot or "/" in ext:
+        stem, ext = path, ""
+    key = f"{stem}-{ext}" if ext in _FORMAT_SUFFIXED else stem
+    return _UNSAFE_KEY_CHARS.sub("_", key)
+
+
+def _names(value: object, what: str, example: str) -> tuple[str, ...]:
+    """The names in ``value``: any iterable of strings (a list, a tuple, ``dict.keys()``), never a single string."""
+    if isinstance(value, str | bytes):
+        raise InvalidTileError(f"{what} must be a list of names, not the single string {value!r}; write [{value!r}].")
+    try:
+        return tuple(cast("Iterable[str]", value))
+    except TypeError as exc:
+        raise InvalidTileError(
+            f"{what} must be a list of names such as {example}, got {type(value).__name__} {value!r}."
+        ) from exc
 
 
 def _outputs(kind: Kind, stem: str) -> tuple[OutputFile, ...]:
@@ -228,12 +270,23 @@ def plan_products(
     Duplicate band words are written once. A word that is not a :class:`Product` names a
     tile variable, exported as ``{word}.tif``.
 
+    ``bands`` and ``ensemble_subsets`` may be any iterable of strings (``dict.keys()`` too),
+    but not a single string.
+
     Raises:
-        InvalidTileError: a band word or subset name is unsafe in a file name.
+        InvalidTileError: ``bands`` is empty, a band word or subset name is unsafe in a file name, or
+            two products would write the same file or the same STAC asset key.
     """
-    subsets: Sequence[str] = tuple(dict.fromkeys(validate_subset_name(s) for s in ensemble_subsets))
+    band_words = _names(bands, "bands", "['probabilities', 'binarized']")
+    if not band_words:
+        raise InvalidTileError(
+            f"bands is empty, so there is nothing to export; leave it out for the defaults {list(DEFAULT_BANDS)}."
+        )
+    subsets: Sequence[str] = tuple(
+        dict.fromkeys(validate_subset_name(s) for s in _names(ensemble_subsets, "ensemble_subsets", "['with_tcvis']"))
+    )
     planned: list[PlannedProduct] = []
-    for band in dict.fromkeys(_validate_band_word(b) for b in bands):
+    for band in dict.fromkeys(_validate_band_word(b) for b in band_words):
         if band in Product.__members__.values():
             spec = _SPECS[Product(band)]
             planned.append(
@@ -272,11 +325,39 @@ def plan_products(
                 outputs=_outputs(Kind.DEBUG_STORE, DEBUG_STORE_NAME),
             )
         )
+    _check_outputs(planned, band_words)
+    return tuple(planned)
+
+
+def _check_outputs(planned: Sequence[PlannedProduct], bands: Sequence[str]) -> None:
+    """Every output has a legal, unique file name and its own STAC asset key."""
     paths = [o.path for p in planned for o in p.outputs]
     clashes = {p for p in paths if paths.count(p) > 1}
     if clashes:
         raise InvalidTileError(f"Bands {list(bands)} would write {sorted(clashes)} more than once; drop one of them.")
-    return tuple(planned)
+    keys: dict[str, str] = {}
+    for product in planned:
+        for output in product.outputs:
+            name = product.subset or product.product
+            size = len(output.path.encode())
+            if size > MAX_NAME_BYTES:
+                what = "ensemble subset" if product.subset else "band"
+                allowed = MAX_NAME_BYTES - (size - len(name.encode()))
+                raise InvalidTileError(
+                    f"The {what} name {name[:32]!r}... ({len(name)} characters) makes a file name of {size} bytes, "
+                    f"more than the {MAX_NAME_BYTES} every target allows; shorten it to at most {allowed} characters."
+                )
+            if is_reserved_name(output.path):
+                raise InvalidTileError(
+                    f"The file name {output.path!r} is a reserved device name on Windows; rename {name!r}."
+                )
+            key = asset_key(output.path)
+            if key in keys:
+                raise InvalidTileError(
+                    f"{keys[key]!r} and {output.path!r} would share the STAC asset key {key!r}; "
+                    f"rename the tile variable or drop one of the bands {list(bands)}."
+                )
+            keys[key] = output.path
 
 
 def expected_paths(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -23,9 +23,15 @@ if TYPE_CHECKING:
     import xarray as xr
     from numpy.typing import NDArray
 
-__all__ = ["GeoRef", "TileView"]
+__all__ = ["PROBABILITY_TOLERANCE", "GeoRef", "Role", "TileView"]
 
 logger = logging.getLogger(__name__)
+
+Role = Literal["probability", "mask", "band"]
+"""What a variable holds for the product that reads it; :meth:`TileView.check_variable` checks it."""
+
+PROBABILITY_TOLERANCE = 1e-5
+"""How far outside [0, 1] a probability may stray by floating-point rounding (a softmax's 1.0000001)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,9 +58,23 @@ class GeoRef:
 
     @property
     def epsg(self) -> int | None:
-        """The EPSG code of the CRS, or ``None`` when it has none."""
-        epsg = self.crs.to_epsg()
+        """The EPSG code of the CRS, or ``None`` when no EPSG CRS is exactly this one.
+
+        Only an exact match counts: a look-alike (a GRS80 transverse Mercator that PROJ would
+        call NAD83 / UTM with 70 % confidence) is not given a code it does not have; such a
+        CRS is written in full (WKT2, PROJJSON) instead.
+        """
+        epsg = self.crs.to_epsg(confidence_threshold=100)
         return None if epsg is None else int(epsg)
+
+    @property
+    def authority(self) -> tuple[str, str] | None:
+        """``("EPSG", "32606")``, or another authority's exact code (``("ESRI", "102001")``), else ``None``."""
+        epsg = self.epsg
+        if epsg is not None:
+            return ("EPSG", str(epsg))
+        found = self.crs.to_authority(confidence_threshold=100)
+        return None if found is None else (str(found[0]), str(found[1]))
 
     @property
     def crs_code(self) -> str:
@@ -72,6 +92,18 @@ class TileView:
 
     def __init__(self, tile: xr.Dataset) -> None:
         """Check the georeference of ``tile`` once; nothing is read or copied yet."""
+        import xarray as xr
+
+        given: object = tile  # callers pass anything; say what is wrong before touching it
+        if isinstance(given, xr.DataArray):
+            raise InvalidTileError(
+                f"The tile is an xarray.DataArray ({given.name!r}); export_tile needs an xarray.Dataset of named "
+                "variables: pass tile.to_dataset(name='probabilities') (or the variable's name)."
+            )
+        if not isinstance(given, xr.Dataset):
+            raise InvalidTileError(
+                f"The tile must be an xarray.Dataset (as DARTS prepare_export returns), got {type(given).__name__}."
+            )
         self._tile = tile
         try:
             x_dim, y_dim = tile.rio.x_dim, tile.rio.y_dim
@@ -131,6 +163,68 @@ class TileView:
     def __contains__(self, name: object) -> bool:
         """Whether the tile has a data variable called ``name``."""
         return name in self._tile.data_vars
+
+    def check_variable(self, name: str, role: Role) -> None:
+        """Fail with :class:`InvalidTileError` unless variable ``name`` can be exported as ``role``.
+
+        Every variable must be 2-D over the tile's ``y``/``x`` (extra dimensions of size 1 are
+        dropped) with a boolean, integer or float dtype. A ``probability`` must be float in
+        [0, 1] (NaN = no data, :data:`PROBABILITY_TOLERANCE` allowed for rounding); a ``mask``
+        must be boolean or integers 0/1. The value checks read the variable once.
+        """
+        var = self._tile[name]
+        missing = [d for d in self._dims if d not in var.dims]
+        extra = [d for d in var.dims if d not in self._dims and var.sizes[d] != 1]
+        if missing or extra:
+            raise InvalidTileError(
+                f"Variable {name!r} has dimensions {var.dims}; only 2-D {self._dims} variables can be exported "
+                "(select one slice, e.g. tile[name].isel(band=0))."
+            )
+        dtype = var.dtype
+        if dtype.kind not in "biuf":
+            raise InvalidTileError(
+                f"Variable {name!r} has dtype {dtype}; only boolean, integer and float variables can be exported."
+            )
+        if role == "probability":
+            self._check_probabilities(name, dtype)
+        elif role == "mask":
+            self._check_mask(name, dtype)
+
+    def _check_probabilities(self, name: str, dtype: np.dtype[np.generic]) -> None:
+        if dtype.kind != "f":
+            raise InvalidTileError(
+                f"Variable {name!r} holds probabilities as {dtype}; they must be floats in [0, 1] with NaN as "
+                f"no data. If they are percent, pass tile[{name!r}] / 100 with the no-data value set to NaN."
+            )
+        data = self.array(name)
+        low, high = float(np.fmin.reduce(data, axis=None)), float(np.fmax.reduce(data, axis=None))
+        if np.isnan(low):  # no valid pixel at all
+            return
+        if low < -PROBABILITY_TOLERANCE or high > 1 + PROBABILITY_TOLERANCE:
+            hint = (
+                "looks like percent: divide by 100"
+                if low >= -PROBABILITY_TOLERANCE and high <= 100 + PROBABILITY_TOLERANCE
+                else "set no-data pixels to NaN and clip the values to [0, 1]"
+            )
+            raise InvalidTileError(
+                f"Variable {name!r} holds values from {low:g} to {high:g}; probabilities must lie in [0, 1] ({hint})."
+            )
+
+    def _check_mask(self, name: str, dtype: np.dtype[np.generic]) -> None:
+        if dtype.kind == "b":
+            return
+        if dtype.kind == "f":
+            raise InvalidTileError(
+                f"Variable {name!r} is a mask stored as {dtype}; masks must be boolean or integers 0/1: "
+                f"pass (tile[{name!r}] > 0.5) or tile[{name!r}].fillna(0).astype('uint8')."
+            )
+        data = self.array(name)
+        low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        if low < 0 or high > 1:
+            raise InvalidTileError(
+                f"Variable {name!r} is a mask with values from {low} to {high}; masks must be boolean or "
+                f"integers 0/1: pass tile[{name!r}] > 0 (or mark no data in the 'extent' variable instead)."
+            )
 
     def array(self, name: str) -> NDArray[np.generic]:
         """The 2-D, north-up pixels of variable ``name`` as a read-only array.

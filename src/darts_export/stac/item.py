@@ -10,14 +10,21 @@ can ingest many of them:
 * ``id`` is the manifest's tile id; ``geometry`` is the footprint of the valid pixels in
   WGS84 (at most :data:`FOOTPRINT_MAX_VERTICES` vertices, split at ±180° when the tile
   crosses the antimeridian; then ``bbox`` has west > east, as RFC 7946 prescribes).
-* ``datetime`` is the acquisition time from the first of :data:`DATETIME_KEYS` found in
-  the metadata (an ISO 8601 string; without a UTC offset it is read as UTC), else the
-  export time ``manifest.created``; ``created`` is always the export time.
+* ``datetime`` is the acquisition time decided by :mod:`darts_export.metadata` (the metadata's
+  ``datetime`` and the other :data:`DATETIME_KEYS`, else the tile's ``attrs``), with
+  ``start_datetime``/``end_datetime`` when the source gives an interval; without any, the
+  export time. ``created`` is always the export time.
 * Every metadata entry becomes the string property ``darts:<key>``: strings as they are,
   anything else as JSON text — the same strings as the GeoTIFF tags.
+* The source scene's STAC properties that describe the acquisition (``platform``,
+  ``constellation``, ``instruments``, ``eo:cloud_cover``, ``view:*``, ``s2:*``) keep their
+  own names; the eo (v1.1.0) and view (v1.0.0) extensions are declared when their fields are
+  present. ``s2:*`` fields are carried as they are, without declaring the sentinel-2 extension
+  (whose schema requires fields a tile need not carry).
 * Projection v2.0.0 fields (``proj:code``, ``proj:shape``, ``proj:transform``,
-  ``proj:bbox``) describe the raster grid. ``proj:code`` is ``"EPSG:…"``; only for a CRS
-  without any authority code is it ``null`` and ``proj:wkt2`` given instead.
+  ``proj:bbox``) describe the raster grid. ``proj:code`` is ``"EPSG:…"`` when the CRS is
+  exactly an EPSG (or other authority) CRS; otherwise it is ``null`` and the CRS is given in
+  full as ``proj:wkt2`` and ``proj:projjson``.
 * One asset per artifact under the key :func:`asset_key` gives, with an href relative to the
   item (``./probabilities.tif``), the manifest's media type and roles, ``file:size`` and
   ``file:checksum`` (the manifest's multihash; left out for directory artifacts such as the
@@ -33,20 +40,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pyproj
 import pystac
+from pystac.extensions.eo import EOExtension
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterExtension, Statistics
 from pystac.extensions.raster import RasterBand as StacBand
+from pystac.extensions.view import ViewExtension
 from pystac.utils import datetime_to_str
 
 from darts_export.errors import InvalidTileError
-from darts_export.products import ITEM_NAME
+from darts_export.metadata import DATETIME_KEYS, ExportMetadata, acquisition_datetime, decide_metadata, parse_time
+from darts_export.products import ITEM_NAME, asset_key
 from darts_export.stac.footprint import footprint, footprint_bbox
 
 if TYPE_CHECKING:
@@ -66,14 +75,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATETIME_KEYS = ("datetime", "acquisition_time", "acquisition_datetime", "sensing_time", "sensing_datetime")
-"""Metadata keys read, in this order, for the item's acquisition ``datetime``."""
-
 METADATA_PREFIX = "darts:"
 """Prefix of the item properties that hold the export metadata."""
 
-_FORMAT_SUFFIXED = frozenset({"parquet", "gpkg"})  # formats written in pairs with one stem
-_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _FORMAT_NAMES = {
     "image/tiff; application=geotiff; profile=cloud-optimized": "COG",
     "application/vnd.apache.parquet": "GeoParquet",
@@ -85,60 +89,18 @@ _FORMAT_NAMES = {
 _MANIFEST_HREF = "./manifest.json"
 
 
-def acquisition_datetime(metadata: Mapping[str, Any]) -> datetime | None:
-    """The acquisition time named in ``metadata`` (see :data:`DATETIME_KEYS`), as an aware UTC datetime.
-
-    Returns ``None`` when no key is present. Call it before exporting to reject a bad value early.
-
-    Raises:
-        InvalidTileError: the value is not an ISO 8601 date or date-time.
-    """
-    for key in DATETIME_KEYS:
-        value = metadata.get(key)
-        if value is None or value == "":
-            continue
-        return _parse_time(value, f"metadata[{key!r}]")
-    return None
+def _metadata_properties(tags: Mapping[str, str]) -> dict[str, str]:
+    """``darts:<key>`` → the GeoTIFF tag's string, in key order."""
+    return {f"{METADATA_PREFIX}{key}": value for key, value in sorted(tags.items())}
 
 
-def _parse_time(value: object, what: str) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise InvalidTileError(
-                f"{what} = {value!r} is not an ISO 8601 date-time; use e.g. '2023-06-15T10:30:00Z'."
-            ) from exc
-    else:
-        raise InvalidTileError(f"{what} must be an ISO 8601 string, got {type(value).__name__} {value!r}.")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def asset_key(path: str) -> str:
-    """The item's asset key for the artifact at ``path``.
-
-    The file name without its extension (``probabilities-with_tcvis.tif`` →
-    ``probabilities-with_tcvis``, ``darts_inference_debug.zarr`` → ``darts_inference_debug``),
-    except for the vector formats written in pairs under one stem, which keep their format:
-    ``prediction_segments.parquet`` → ``prediction_segments-parquet``,
-    ``prediction_segments.gpkg`` → ``prediction_segments-gpkg``. Characters other than
-    letters, digits, ``_`` and ``-`` become ``_``.
-    """
-    stem, dot, ext = path.rpartition(".")
-    if not dot or "/" in ext:
-        stem, ext = path, ""
-    key = f"{stem}-{ext}" if ext in _FORMAT_SUFFIXED else stem
-    return _UNSAFE_KEY_CHARS.sub("_", key)
-
-
-def _metadata_properties(metadata: Mapping[str, Any]) -> dict[str, str]:
-    """``darts:<key>`` → string, in key order; non-strings as JSON text (as the GeoTIFF tags)."""
-    return {
-        f"{METADATA_PREFIX}{key}": value if isinstance(value, str) else json.dumps(value)
-        for key, value in sorted(metadata.items(), key=lambda kv: str(kv[0]))
-    }
+def _source_properties(item: pystac.Item, properties: Mapping[str, Any]) -> None:
+    """The source scene's acquisition properties under their own names, declaring eo/view when used."""
+    item.properties.update(properties)
+    if "eo:cloud_cover" in properties:
+        EOExtension.add_to(item)
+    if any(key.startswith("view:") for key in properties):
+        ViewExtension.add_to(item)
 
 
 def _stac_band(band: RasterBand) -> StacBand:
@@ -196,7 +158,7 @@ def build_item(
     manifest: Manifest,
     view: TileView,
     *,
-    metadata: Mapping[str, Any],
+    metadata: ExportMetadata | Mapping[str, Any],
     raster_bands: Mapping[str, Sequence[RasterBand]],
     geometry: Mapping[str, Any] | None = None,
 ) -> pystac.Item:
@@ -205,7 +167,8 @@ def build_item(
     Args:
         manifest: The draft manifest: every artifact written so far (not the item itself).
         view: The exported tile.
-        metadata: The export metadata (as written to the GeoTIFF tags); not modified.
+        metadata: The export's decided metadata; a plain mapping is decided here from its own
+            entries alone (no tile attributes) and is not modified.
         raster_bands: Per COG path (``"probabilities.tif"``), what each of its bands holds.
         geometry: The item's geometry if already computed as ``footprint(view)`` (e.g. on
             another thread while the products were encoded); computed here when ``None``.
@@ -215,32 +178,42 @@ def build_item(
             ISO 8601, or two artifacts map to the same asset key.
     """
     georef = view.georef
-    created = _parse_time(manifest.created, "manifest.created")
+    created = parse_time(manifest.created, "manifest.created")
+    if isinstance(metadata, ExportMetadata):
+        decided = metadata
+        tags = decided.tags
+    else:
+        decided = decide_metadata(metadata, {}, georef, environ={}, now=created)
+        tags = {key: value for key, value in decided.tags.items() if key in metadata}
+    acquisition = decided.acquisition
     geometry = dict(geometry) if geometry is not None else footprint(view)
     item = pystac.Item(
         id=manifest.tile_id,
         geometry=geometry,
         bbox=footprint_bbox(geometry),
-        datetime=acquisition_datetime(metadata) or created,
+        datetime=acquisition.instant if acquisition is not None else created,
+        start_datetime=acquisition.start if acquisition is not None else None,
+        end_datetime=acquisition.end if acquisition is not None else None,
         properties={"datetime": None, "created": datetime_to_str(created)},
     )
-    epsg = georef.epsg
-    authority = (("EPSG", str(epsg)) if epsg is not None else None) or georef.crs.to_authority()
+    authority = georef.authority
     ProjectionExtension.ext(item, add_if_missing=True).apply(
         code=":".join(authority) if authority else None,
         wkt2=None if authority else georef.crs.to_wkt(version="WKT2_2019"),
+        projjson=None if authority else pyproj.CRS.from_user_input(georef.crs.to_wkt()).to_json_dict(),
         shape=[int(georef.height), int(georef.width)],
         transform=[float(v) for v in tuple(georef.transform)[:6]],
         bbox=[float(v) for v in georef.bounds],
     )
     if not authority:
         item.properties["proj:code"] = None  # keep the key: the same property keys for every tile
-    item.properties.update(_metadata_properties(metadata))
+    item.properties.update(_metadata_properties(tags))
+    _source_properties(item, decided.source_properties)
 
     keys: dict[str, str] = {}
     for artifact in manifest.artifacts:
         key = asset_key(artifact.path)
-        if key in keys:
+        if key in keys:  # plan_products already refuses such plans; this guards hand-made manifests
             raise InvalidTileError(
                 f"Artifacts {keys[key]!r} and {artifact.path!r} would share the STAC asset key {key!r}; rename a band."
             )
