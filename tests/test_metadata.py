@@ -113,14 +113,16 @@ def test_acquisition_time_metadata_wins_over_attrs(
     if instant is None:
         assert acquisition is None
         return
-    assert acquisition is not None and acquisition.instant == parse_time(instant, "expected")
+    assert acquisition is not None
+    assert acquisition.instant == parse_time(instant, "expected")
     assert acquisition.source.startswith({"m": "metadata", "a": "tile.attrs"}[str(source)])
 
 
 def test_an_interval_alone_gives_start_and_end() -> None:
     attrs = {"start_datetime": "2024-07-01T00:00:00Z", "end_datetime": "2024-07-31T00:00:00Z"}
     acquisition = decide({}, attrs).acquisition
-    assert acquisition is not None and acquisition.instant is None
+    assert acquisition is not None
+    assert acquisition.instant is None
     assert (acquisition.start, acquisition.end) == (datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 31, tzinfo=UTC))
     with pytest.raises(InvalidTileError, match="swap them"):
         decide({}, {"start_datetime": attrs["end_datetime"], "end_datetime": attrs["start_datetime"]})
