@@ -123,7 +123,8 @@ def open_target(out_dir: object, storage_options: object, planned: Iterable[Plan
                 "storage_options must be a dict of fsspec options such as {'endpoint_url': 'https://...'}, "
                 f"got {type(storage_options).__name__} {storage_options!r}."
             )
-        nested = {f"client_kwargs.{k}": v for k, v in dict(storage_options.get("client_kwargs") or {}).items()}
+        client = storage_options.get("client_kwargs")
+        nested = {f"client_kwargs.{k}": v for k, v in client.items()} if isinstance(client, Mapping) else {}
         for key, value in {**storage_options, **nested}.items():
             expected = _OPTION_TYPES.get(key.removeprefix("client_kwargs."))
             if expected is not None and value is not None and not isinstance(value, expected):

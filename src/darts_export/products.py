@@ -335,18 +335,23 @@ def _check_outputs(planned: Sequence[PlannedProduct], bands: Sequence[str]) -> N
     clashes = {p for p in paths if paths.count(p) > 1}
     if clashes:
         raise InvalidTileError(f"Bands {list(bands)} would write {sorted(clashes)} more than once; drop one of them.")
+    overhead: dict[tuple[str, bool], int] = {}  # bytes each band or subset name gets around it, at most
+    for product in planned:
+        for output in product.outputs:
+            name = product.subset or product.product
+            slot = (name, product.subset is not None)
+            overhead[slot] = max(overhead.get(slot, 0), len(output.path.encode()) - len(name.encode()))
+    for (name, is_subset), extra in overhead.items():
+        if len(name.encode()) + extra > MAX_NAME_BYTES:
+            raise InvalidTileError(
+                f"The {'ensemble subset' if is_subset else 'band'} name {name[:32]!r}... ({len(name)} characters) "
+                f"makes file names of up to {len(name.encode()) + extra} bytes, more than the {MAX_NAME_BYTES} every "
+                f"target allows; shorten it to at most {MAX_NAME_BYTES - extra} characters."
+            )
     keys: dict[str, str] = {}
     for product in planned:
         for output in product.outputs:
             name = product.subset or product.product
-            size = len(output.path.encode())
-            if size > MAX_NAME_BYTES:
-                what = "ensemble subset" if product.subset else "band"
-                allowed = MAX_NAME_BYTES - (size - len(name.encode()))
-                raise InvalidTileError(
-                    f"The {what} name {name[:32]!r}... ({len(name)} characters) makes a file name of {size} bytes, "
-                    f"more than the {MAX_NAME_BYTES} every target allows; shorten it to at most {allowed} characters."
-                )
             if is_reserved_name(output.path):
                 raise InvalidTileError(
                     f"The file name {output.path!r} is a reserved device name on Windows; rename {name!r}."

@@ -58,14 +58,25 @@ class GeoRef:
 
     @property
     def epsg(self) -> int | None:
-        """The EPSG code of the CRS, or ``None`` when no EPSG CRS is exactly this one.
+        """The EPSG code of the CRS, or ``None`` when no EPSG CRS is this one.
 
-        Only an exact match counts: a look-alike (a GRS80 transverse Mercator that PROJ would
-        call NAD83 / UTM with 70 % confidence) is not given a code it does not have; such a
-        CRS is written in full (WKT2, PROJJSON) instead.
+        Only the same CRS counts: an exact match, or an EPSG CRS with the same definition
+        (a UTM zone spelt as a PROJ string). A look-alike (a transverse Mercator on GRS80 with
+        an unknown datum, which PROJ calls NAD83 / UTM with 70 % confidence) has no code; see
+        :meth:`lookalike_epsg`.
         """
         epsg = self.crs.to_epsg(confidence_threshold=100)
+        if epsg is None:
+            candidate = self.crs.to_epsg()
+            if candidate is not None and _same_crs(self.crs, int(candidate)):
+                epsg = candidate
         return None if epsg is None else int(epsg)
+
+    @property
+    def lookalike_epsg(self) -> int | None:
+        """The EPSG code PROJ (and GDAL's GeoPackage writer) would wrongly give this CRS, if any."""
+        candidate = self.crs.to_epsg()
+        return None if candidate is None or self.epsg is not None else int(candidate)
 
     @property
     def authority(self) -> tuple[str, str] | None:
@@ -81,6 +92,12 @@ class GeoRef:
         """``"EPSG:32606"`` style authority code, or the WKT when there is no EPSG code."""
         epsg = self.epsg
         return f"EPSG:{epsg}" if epsg is not None else self.crs.to_wkt()
+
+
+def _same_crs(crs: CRS, epsg: int) -> bool:
+    import pyproj
+
+    return bool(pyproj.CRS.from_wkt(crs.to_wkt()).equals(pyproj.CRS.from_epsg(epsg), ignore_axis_order=True))
 
 
 class TileView:
@@ -144,6 +161,15 @@ class TileView:
             transform = Affine(-transform.a, 0.0, transform.c + transform.a * width, 0.0, transform.e, transform.f)
         self._dims = (y_dim, x_dim)
         self.georef = GeoRef(crs=CRS.from_user_input(crs), transform=transform, width=width, height=height)
+        lookalike = self.georef.lookalike_epsg
+        if lookalike is not None:
+            # GDAL's GeoPackage writer would label it with that code: the files would disagree on the CRS.
+            raise InvalidTileError(
+                f"The tile's CRS resembles EPSG:{lookalike} but is not the same (e.g. its datum is unknown), so "
+                f"GeoPackage readers would see EPSG:{lookalike}. If it is that CRS, write it with "
+                f"tile.rio.write_crs('EPSG:{lookalike}'); otherwise give its full definition (datum included) "
+                "or reproject the tile."
+            )
 
     @staticmethod
     def _has_stored_transform(tile: xr.Dataset) -> bool:
