@@ -22,10 +22,10 @@ import pytest
 import rasterio
 import xarray as xr
 
-from helpers import Target
 from darts_export import export_tile, verify
 from darts_export.errors import ConfigurationError, ExportError, InvalidTileError, UnsupportedTargetError
 from darts_export.synthetic import make_synthetic_tile
+from helpers import Target
 
 _BASE = make_synthetic_tile(32, seed=3, with_inputs=False)
 

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from types import MappingProxyType
@@ -207,7 +207,7 @@ def check_tag_key(key: object) -> str:
 
 def decide_metadata(
     metadata: Mapping[str, Any] | None,
-    attrs: Mapping[Hashable, Any],
+    attrs: Mapping[Any, Any],
     georef: GeoRef,
     *,
     environ: Mapping[str, str] | None = None,
@@ -296,7 +296,7 @@ def _tag_value(key: str, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _tile_id(given: Mapping[str, Any], attrs: Mapping[Hashable, Any], georef: GeoRef) -> tuple[str, str]:
+def _tile_id(given: Mapping[str, Any], attrs: Mapping[Any, Any], georef: GeoRef) -> tuple[str, str]:
     for source, keys, where in ((given, TILE_ID_KEYS, "metadata"), (attrs, ATTR_TILE_ID_KEYS, "tile.attrs")):
         for key in keys:
             value = source.get(key)
@@ -323,7 +323,7 @@ def _check_tile_id(value: object, what: str) -> str:
     return text
 
 
-def _acquisition(given: Mapping[str, Any], attrs: Mapping[Hashable, Any]) -> Acquisition | None:
+def _acquisition(given: Mapping[str, Any], attrs: Mapping[Any, Any]) -> Acquisition | None:
     """Metadata first (instant, then interval), then attrs (instant, then interval)."""
     for source, keys, where in ((given, DATETIME_KEYS, "metadata"), (attrs, ATTR_DATETIME_KEYS, "tile.attrs")):
         start, end = (source.get(k) for k in _INTERVAL_KEYS)
@@ -350,7 +350,7 @@ def _acquisition(given: Mapping[str, Any], attrs: Mapping[Hashable, Any]) -> Acq
     return None
 
 
-def _source_properties(given: Mapping[str, Any], attrs: Mapping[Hashable, Any]) -> dict[str, Any]:
+def _source_properties(given: Mapping[str, Any], attrs: Mapping[Any, Any]) -> dict[str, Any]:
     """The acquisition's STAC properties from ``attrs``, overridden by ``metadata`` entries of the same name."""
     found: dict[str, Any] = {}
     for where, source in (("tile.attrs", attrs), ("metadata", given)):
