@@ -1,19 +1,32 @@
-"""The export's metadata, decided once: tags, tile id, acquisition time, export time, source properties."""
+"""The export's metadata, decided once: tags, tile id, acquisition time, export time, source properties.
+
+And what a given export time buys: byte-identical re-exports on every target.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
+import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
+from darts_export import export_tile
 from darts_export.errors import ConfigurationError, InvalidTileError
+from darts_export.manifest import Manifest
 from darts_export.metadata import EXPORT_DATE_KEY, ExportMetadata, decide_metadata, parse_time
+from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import GeoRef
+from helpers import Target, read_back
 
 GEOREF = GeoRef(crs=CRS.from_epsg(32606), transform=Affine(10, 0, 399960, 0, -10, 7800000), width=64, height=64)
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
@@ -204,3 +217,79 @@ def test_neither_metadata_nor_attrs_are_modified_and_the_value_is_read_only() ->
 def test_darts_inference_json_is_the_values() -> None:
     meta = decide({"b": 1, "a": "ü"})
     assert meta.to_json().decode() == '{\n  "b": 1,\n  "a": "ü",\n  "DARTS_exportdate": "2026-01-02T03:04:05Z"\n}\n'
+
+
+# --- reproducible exports -------------------------------------------------------------------------
+
+_REPRO_BANDS = ["probabilities", "binarized", "polygonized", "extent", "thumbnail", "metadata"]
+
+
+def _export_all(tile: xr.Dataset, target: Target, metadata: dict[str, Any]) -> tuple[Manifest, dict[str, bytes]]:
+    """Export with every product, the debug store and one subset; return the manifest and each file's bytes."""
+    manifest = export_tile(
+        tile,
+        target.out_dir,
+        bands=_REPRO_BANDS,
+        ensemble_subsets=["a"],
+        metadata=metadata,
+        debug=True,
+        storage_options=target.storage_options,
+    )
+    files = {a.path: read_back(target, a.path) for a in manifest.artifacts if a.type == "file"}
+    return manifest, files
+
+
+@pytest.fixture
+def repro_tile() -> xr.Dataset:
+    tile = make_synthetic_tile(48, seed=5, with_inputs=False)
+    return tile.assign(
+        {"probabilities-a": tile.probabilities * 0.5, "binarized_segmentation-a": tile.binarized_segmentation}
+    ).assign_attrs(S2_ATTRS)
+
+
+def test_a_given_export_time_makes_every_artifact_byte_identical_on_every_target(
+    repro_tile: xr.Dataset,
+    tmp_path: Path,
+    s3_bucket: str,
+    s3_storage_options: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metadata = {"DARTS_tileid": "T06WVS_2024", "DARTS_modelfiles": ["a.pt", "b.pt"]}
+    targets = [
+        Target("local", str(tmp_path / "first")),
+        Target("local", str(tmp_path / "second")),
+        Target("memory", f"memory://repro-{uuid.uuid4().hex}/export"),
+        Target("s3", f"s3://{s3_bucket}/darts/T06WVS", s3_storage_options),
+    ]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1721079189")
+    runs = [_export_all(repro_tile, t, metadata) for t in targets]
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    given = {**metadata, EXPORT_DATE_KEY: "2024-07-15T21:33:09Z"}  # the same instant, named in the metadata
+    runs.append(_export_all(repro_tile, Target("local", str(tmp_path / "third")), given))
+    (first, first_files), *others = runs
+    assert first.clock_fields == ()
+    assert len(first.artifacts) == 14  # 12 files, the debug store (a directory) and the item
+    assert "darts_inference_debug.zarr" in {a.path for a in first.artifacts}
+    for manifest, files in others:
+        assert manifest.artifacts == first.artifacts  # paths, sizes and checksums, the debug store's too
+        assert files == first_files
+        moved = dataclasses.replace(first, location=manifest.location, target=manifest.target)
+        assert moved.to_json() == manifest.to_json()  # only where it lies differs
+    memory = fsspec.filesystem("memory")
+    memory.rm("/" + targets[2].out_dir.removeprefix("memory://").split("/")[0], recursive=True)
+
+
+def test_without_an_export_time_only_the_named_clock_fields_differ(repro_tile: xr.Dataset, tmp_path: Path) -> None:
+    clock, clock_files = _export_all(repro_tile, Target("local", str(tmp_path / "clock")), {})
+    given = {EXPORT_DATE_KEY: "2001-01-01T00:00:00Z"}
+    _, given_files = _export_all(repro_tile, Target("local", str(tmp_path / "given")), given)
+    named = {field.split("#")[0] for field in clock.clock_fields}
+    differing = {path for path in clock_files if clock_files[path] != given_files[path]}
+    assert differing == named - {"manifest.json"}
+    assert "manifest.json#created" in clock.clock_fields
+    assert "item.json#properties.created" in clock.clock_fields
+    assert "item.json#properties.datetime" not in clock.clock_fields  # the acquisition time comes from the attrs
+    assert differing >= {"probabilities.tif", "binarized-a.tif", "darts_inference.json", "item.json"}
+    assert not differing & {"prediction_segments.parquet", "prediction_segments.gpkg", "thumbnail.jpg"}
+    manifest = json.loads((tmp_path / "clock" / "manifest.json").read_text())
+    assert manifest["clock_fields"] == list(clock.clock_fields)
