@@ -90,7 +90,7 @@ def check_arguments(*, overwrite: object, fallback_dir: object, cog_options: obj
             f"cog_options must be a darts_export.formats.cog.CogOptions, got {type(cog_options).__name__}."
         )
     if progress is not None and not callable(progress):
-        raise InvalidTileError(f"progress must be a function of one str, got {type(progress).__name__}.")
+        raise InvalidTileError(f"progress must be a function of (event, path), got {type(progress).__name__}.")
 
 
 # Types of the storage options whose wrong type would only fail deep inside s3fs or botocore.
