@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import fsspec
 import xarray as xr
+from fsspec.utils import get_protocol
 
 from darts_export.errors import IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
+from darts_export.storage import url_problem
 
 __all__ = [
     "NETCDF_SUFFIXES",
@@ -73,12 +75,15 @@ def open_tile(
 
     Raises:
         InputNotFoundError: ``source`` does not exist.
-        InvalidInputError: ``source`` exists but is not a readable Zarr store or NetCDF-4 file.
+        InvalidInputError: ``source`` looks like a mistyped URL, or exists but is not a readable Zarr
+            store or NetCDF-4 file.
         IncompleteStoreError: ``require_consolidated`` is set and the store lacks consolidated metadata.
         InputReadError: reading failed (connection, permissions, a corrupt file).
     """
     name = os.fspath(source)
-    is_url = "://" in name and not name.startswith("file://")
+    if (problem := url_problem(name)) is not None:
+        raise InvalidInputError(f"Cannot read the input {name!r}: {problem}")
+    is_url = get_protocol(name) != "file"
     path = name if is_url else name.removeprefix("file://")
     options = dict(storage_options) if is_url and storage_options else None
     fmt = input_format(path)

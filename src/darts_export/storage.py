@@ -33,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from darts_export.errors import StorageError, TargetUnreachableError, UnsupportedTargetError
 
-__all__ = ["Storage", "StoredObject", "multihash_sha256"]
+__all__ = ["Storage", "StoredObject", "multihash_sha256", "url_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,38 @@ class StoredObject:
     path: str
     size: int
     checksum: str
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a path or fsspec URL, with the fix; ``None`` when nothing is.
+
+    Pure (no I/O): catches what looks like a mistyped URL before it silently becomes a local folder
+    (``s3:/bucket/x``, ``s3:bucket/x`` are relative paths to the OS), an upper-case scheme
+    (``S3://``), and a scheme no fsspec filesystem handles or whose package is not installed.
+    """
+    from fsspec.core import split_protocol
+    from fsspec.registry import get_filesystem_class, known_implementations, registry
+
+    known = set(known_implementations) | set(registry)
+    for part in url.split("::"):  # chained URLs: simplecache::s3://bucket/key
+        protocol, rest = split_protocol(part)
+        if protocol is None:
+            head, colon, tail = part.partition(":")
+            if colon and head.lower() in known:
+                return f"it looks like a mistyped URL; did you mean {head.lower()}://{tail.lstrip('/')}?"
+            continue
+        if protocol != protocol.lower():
+            return f"URL schemes are lower case; did you mean {protocol.lower()}://{rest}?"
+        if protocol not in known:
+            return (
+                f"no fsspec filesystem handles {protocol}://; use a local path or a URL such as "
+                "s3://bucket/prefix, file:///path or memory://name."
+            )
+        try:
+            get_filesystem_class(protocol)
+        except ImportError as exc:
+            return f"the filesystem for {protocol}:// is not installed: {exc}"
+    return None
 
 
 def _check_relative(rel: str) -> str:
@@ -148,11 +180,15 @@ class Storage:
         """Resolve ``out_dir`` and ``storage_options`` to a filesystem, once.
 
         Raises:
-            UnsupportedTargetError: no installed fsspec implementation knows the protocol.
+            UnsupportedTargetError: ``out_dir`` looks like a mistyped URL (see :func:`url_problem`), or no
+                installed fsspec implementation knows its protocol.
+            TargetUnreachableError: a filesystem that connects on creation (``ftp://``) cannot connect.
         """
         target = os.fspath(out_dir)
         if not target:
             raise UnsupportedTargetError("out_dir is empty; give a local folder or a URL such as s3://bucket/prefix.")
+        if (problem := url_problem(target)) is not None:
+            raise UnsupportedTargetError(f"Cannot use {target!r}: {problem}")
         options = dict(storage_options or {})
         try:
             fs, root = fsspec.core.url_to_fs(target, **options)
@@ -160,6 +196,10 @@ class Storage:
             raise UnsupportedTargetError(
                 f"Cannot write to {target!r}: {exc}. Use a local path or a URL of an installed fsspec "
                 "implementation (file://, s3://, memory://, ...)."
+            ) from exc
+        except OSError as exc:  # filesystems that connect on creation (ftp://, sftp://)
+            raise TargetUnreachableError(
+                f"Cannot reach {target!r}: {type(exc).__name__}: {exc}. Check the host, the port and the credentials."
             ) from exc
         if isinstance(fs, LocalFileSystem):
             root = str(Path(root).resolve())

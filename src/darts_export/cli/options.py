@@ -68,10 +68,14 @@ class StorageUrl(click.ParamType[str]):
     name = "URL"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        """The URL as given; an empty one is a usage error."""
+        """The URL as given; an empty one, or one that looks mistyped (``s3:/bucket``), is a usage error."""
+        from darts_export.storage import url_problem
+
         url = str(value)
         if not url.strip():
             self.fail("empty; give a local folder or a URL such as s3://bucket/prefix", param, ctx)
+        if (problem := url_problem(url)) is not None:
+            self.fail(f"{url!r}: {problem}", param, ctx)
         return url
 
 
