@@ -127,3 +127,28 @@ def small_tile() -> xr.Dataset:
 def tile_factory() -> Callable[..., xr.Dataset]:
     """Build synthetic tiles of any size and seed."""
     return make_synthetic_tile
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL + PostGIS server: ``$DARTS_TEST_PGSTAC_DSN``, else a throwaway one on loopback.
+
+    Skips when neither is available, naming the command that installs PostgreSQL + PostGIS;
+    with ``DARTS_TEST_REQUIRE_PGSTAC=1`` (set by ``.ci/run``) that is a failure instead.
+    """
+    from pg_cluster import DSN_ENV, PostgresUnavailable, start_cluster
+
+    dsn = os.environ.get(DSN_ENV)
+    if dsn:
+        yield dsn
+        return
+    try:
+        cluster = start_cluster()
+    except PostgresUnavailable as exc:
+        if os.environ.get("DARTS_TEST_REQUIRE_PGSTAC") == "1":
+            pytest.fail(f"DARTS_TEST_REQUIRE_PGSTAC=1 but {exc}")
+        pytest.skip(f"{exc} (or set {DSN_ENV} to a PostgreSQL + PostGIS database)")
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.stop()

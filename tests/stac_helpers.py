@@ -153,8 +153,7 @@ def raster_bands(view: TileView) -> dict[str, tuple[RasterBand, ...]]:
                 name="probabilities",
                 data_type="uint8",
                 nodata=255,
-                scale=0.01,
-                offset=0.0,
+                unit="%",
                 statistics=band_statistics(percent[percent != 255], percent.size),
             ),
         )

@@ -115,11 +115,19 @@ def test_assets_carry_the_manifest_checksums_and_relative_hrefs() -> None:
     band = item.assets["probabilities"].extra_fields["raster:bands"][0]
     assert band["name"] == "probabilities"
     assert band["data_type"] == "uint8"
-    assert (band["nodata"], band["scale"], band["offset"]) == (255.0, 0.01, 0.0)
+    assert (band["nodata"], band["unit"]) == (255.0, "%")
+    assert "scale" not in band  # every client reads the stored percent (issue 12)
     assert 0 < band["statistics"]["valid_percent"] <= 100
     encoded = json.loads(encode_item(item))
     assert not any(link["rel"] == "self" for link in encoded["links"])
-    assert {"rel": "describedby", "href": "./manifest.json"}.items() <= encoded["links"][0].items()
+    links = {link["rel"]: link["href"] for link in encoded["links"]}
+    assert links == {
+        "collection": "../collection.json",
+        "root": "../collection.json",
+        "parent": "../collection.json",
+        "describedby": "./manifest.json",
+    }
+    assert encoded["collection"] == "darts"
     assert ITEM_NAME == "item.json"
 
 

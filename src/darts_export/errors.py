@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 __all__ = [
     "ArtifactExistsError",
+    "CatalogError",
     "ConfigurationError",
+    "DuplicateItemError",
     "ExportError",
     "ExportFailedError",
     "IncompleteStoreError",
@@ -136,6 +138,14 @@ class VerificationError(ExportError):
 
 class NoItemsError(ExportError, FileNotFoundError):
     """No export's ``item.json`` was found under the walked prefix."""
+
+
+class DuplicateItemError(ExportError, ValueError):
+    """Two exports under the walked prefix have the same item id; a catalog would keep only one of them."""
+
+
+class CatalogError(ExportError):
+    """Loading the collection and its items into a STAC catalog database (pgstac) failed."""
 
 
 class _Summary(Protocol):

@@ -39,7 +39,7 @@ from darts_export.products import (
     plan_products,
 )
 from darts_export.stac.footprint import footprint
-from darts_export.stac.item import build_item, encode_item
+from darts_export.stac.item import DEFAULT_COLLECTION, ItemPlacement, build_item, encode_item
 from darts_export.storage import Storage, StoredObject
 from darts_export.tile import TileView
 
@@ -68,6 +68,8 @@ def export_tile(
     fallback_dir: str | os.PathLike[str] | None = None,
     cog_options: CogOptions | None = None,
     progress: Callable[[ProgressEvent, str], None] | None = None,
+    collection: str | None = DEFAULT_COLLECTION,
+    href_base: str | None = None,
 ) -> Manifest:
     """Export a processed DARTS tile to a local folder or object storage.
 
@@ -106,6 +108,12 @@ def export_tile(
         progress: Called as ``progress(event, path)`` from worker threads: ``"encoding"`` when a product
             starts encoding (``path``: its first file), ``"publishing"`` when an artifact starts
             uploading and ``"published"`` once it is stored.
+        collection: The STAC collection id the item names (with ``collection``/``root``/``parent``
+            links to ``../collection.json``); ``None`` for an item without a collection.
+        href_base: The public URL of the folder that holds the export folders (the collection
+            root, e.g. ``s3://bucket/darts`` or ``https://data.example.org/darts``): the item's
+            hrefs become ``{href_base}/{export folder name}/{file}``. By default they are
+            relative, so the export folder is portable.
 
     Returns:
         The manifest that was written. Unless the export time was given, its ``clock_fields``
@@ -126,6 +134,7 @@ def export_tile(
     meta = decide_metadata(metadata, view.dataset.attrs, view.georef)
     check_arguments(overwrite=overwrite, fallback_dir=fallback_dir, cog_options=cog_options, progress=progress)
     storage = open_target(out_dir, storage_options, planned, view)
+    placement = ItemPlacement.create(collection=collection, href_base=href_base, target_url=storage.url)
     fallback = (
         open_target(fallback_location(fallback_dir, storage.url), None, planned, view)
         if fallback_dir is not None
@@ -143,6 +152,7 @@ def export_tile(
             "overwrite": overwrite,
         },
         progress=progress,
+        placement=placement,
     )
     try:
         manifest = job.run(storage, target=storage.url, overwrite=overwrite)
@@ -186,6 +196,7 @@ class _Job:
     cog_options: CogOptions | None
     options: Mapping[str, Any]
     progress: Callable[[ProgressEvent, str], None] | None = None
+    placement: ItemPlacement = field(default_factory=ItemPlacement)
     warnings: list[str] = field(default_factory=list)
 
     def run(self, storage: Storage, *, target: str, overwrite: bool) -> Manifest:
@@ -238,6 +249,7 @@ class _Job:
                 metadata=self.meta,
                 raster_bands=raster_bands,
                 geometry=footprint_future.result(),
+                placement=self.placement,
             )
         )
         stored_item = self._publish(storage, ITEM_NAME, item)

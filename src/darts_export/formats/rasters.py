@@ -103,8 +103,7 @@ def probability_raster(view: TileView, variable: str, *, percent: NDArray[np.uin
         names=(variable,),
         nodata=PROBABILITY_NODATA,
         resampling="AVERAGE",
-        scale=0.01,
-        offset=0.0,
+        units=("%",),  # no scale: every client (GDAL, odc-stac, stackstac) reads the stored percent
     )
 
 

@@ -1,21 +1,30 @@
-"""A STAC Collection over many exports: the catalog that loaders ingest.
+"""A STAC Collection over many exports: the catalog that loaders and STAC APIs ingest.
 
-:func:`build_collection` walks a prefix of exports (a local folder or any fsspec URL),
-reads every export's ``item.json`` and writes ``collection.json`` at the prefix:
+:func:`build_collection` walks a prefix of exports (a local folder or any fsspec URL), reads
+every export's ``item.json`` and writes at the prefix (the *collection root*):
 
-* **Links** are relative (``./T06WVS/item.json``), so the whole prefix can be moved or
-  mirrored; the items themselves are never rewritten (each is listed, with its checksum,
-  in its export's manifest).
-* **Extent**: the spatial extent is the smallest bbox covering every item's bbox, across
-  the antimeridian when that is smaller (then west > east, as RFC 7946 and STAC prescribe);
-  the temporal extent runs from the earliest to the latest item ``datetime`` (or
-  ``start_datetime``/``end_datetime``).
-* **items.parquet** (optional): every item in one stac-geoparquet table for bulk loading
-  (pgstac, DuckDB). Its rows carry ``collection`` and hrefs made relative to the table's
-  own location (``./T06WVS/probabilities.tif``), as the items' hrefs are to theirs.
+* ``collection.json``: links relative (``./T06WVS/item.json``), so the whole prefix can be
+  moved or mirrored; the items themselves are never rewritten (each is listed, with its
+  checksum, in its export's manifest). Each export's own item links to it as
+  ``../collection.json``, so the exports are expected directly below the root.
+* ``items.ndjson``: one item per line with ``collection`` set, ``collection``/``root``/
+  ``parent``/``self`` links and every href absolute (below ``href_base`` if given, else
+  below the root's own URL) — what ``pypgstac load items`` and a STAC API's bulk item
+  endpoint take, and what a loader can open from anywhere.
+* ``items.parquet`` (optional, extra ``parquet-catalog``): the same rows as stac-geoparquet.
+* **Extent**: the smallest bbox covering every item's bbox, across the antimeridian when that
+  is smaller (then west > east, as RFC 7946 and STAC prescribe); the temporal extent runs
+  from the earliest to the latest item ``datetime`` (or ``start_datetime``/``end_datetime``).
+* **Summaries**: ``proj:code`` (every CRS), and every ``darts:*`` property whose value some
+  items share (at most :data:`SUMMARY_MAX_VALUES` distinct values; per-item values such as
+  the export date are left out).
+* Two items with one id are an error (:class:`~darts_export.errors.DuplicateItemError`),
+  since a catalog keeps only one of them, unless ``allow_duplicates=True``.
 
-The pure parts (:func:`collection_from_items`, :func:`union_bbox`, :func:`rebase_item`)
-take and return objects; only :func:`build_collection` touches storage.
+With ``pgstac_dsn`` the collection and the rows are also upserted into a pgstac database
+(:mod:`darts_export.stac.pgstac`). The pure parts (:func:`collection_from_items`,
+:func:`catalog_item`, :func:`union_bbox`) take and return objects; only
+:func:`build_collection` touches storage.
 """
 
 from __future__ import annotations
@@ -34,31 +43,47 @@ from urllib.parse import urlsplit
 import pystac
 from pystac.utils import str_to_datetime
 
-from darts_export.errors import ExportError, NoItemsError, StorageError, require_extra
+from darts_export.errors import (
+    DuplicateItemError,
+    ExportError,
+    InvalidTileError,
+    NoItemsError,
+    StorageError,
+    require_extra,
+)
 from darts_export.products import ITEM_NAME, MediaType
+from darts_export.stac.item import COLLECTION_NAME, DEFAULT_COLLECTION, METADATA_PREFIX, normalise_href_base
 from darts_export.storage import Storage
 
 __all__ = [
     "COLLECTION_NAME",
+    "ITEMS_NDJSON_NAME",
     "ITEMS_PARQUET_NAME",
+    "SUMMARY_MAX_VALUES",
     "build_collection",
+    "catalog_item",
     "collection_from_items",
+    "encode_collection",
+    "encode_ndjson",
     "find_items",
-    "rebase_item",
     "union_bbox",
 ]
 
 logger = logging.getLogger(__name__)
 
-COLLECTION_NAME = "collection.json"
-"""The collection document, written at the root of the walked prefix."""
+ITEMS_NDJSON_NAME = "items.ndjson"
+"""Every item, one JSON document per line, hrefs absolute, beside the collection."""
 
 ITEMS_PARQUET_NAME = "items.parquet"
 """The optional stac-geoparquet table of every item, beside the collection."""
 
+SUMMARY_MAX_VALUES = 16
+"""A ``darts:*`` property is summarised only while it has at most this many distinct values."""
+
 DEFAULT_DESCRIPTION = "DARTS retrogressive thaw slump segmentation exports, one item per processed tile."
 
 _SKIPPED_DIR_SUFFIXES = (".zarr",)  # never look for items inside a debug store
+_COLLECTION_RELS = frozenset({"collection", "root", "parent", "self"})
 
 
 def find_items(storage: Storage) -> tuple[str, ...]:
@@ -159,37 +184,74 @@ def _href(rel: str) -> str:
     return f"./{rel}"
 
 
+def _check_unique(items: Sequence[Mapping[str, Any]], rels: Sequence[str], *, allow_duplicates: bool) -> None:
+    seen: dict[str, list[str]] = {}
+    for item, rel in zip(items, rels, strict=True):
+        seen.setdefault(str(item.get("id")), []).append(rel)
+    duplicates = {item_id: where for item_id, where in seen.items() if len(where) > 1}
+    if not duplicates:
+        return
+    listed = "; ".join(f"{item_id!r} in {', '.join(where)}" for item_id, where in sorted(duplicates.items()))
+    if not allow_duplicates:
+        raise DuplicateItemError(
+            f"Item ids occur more than once: {listed}. A catalog keeps only one item per id: give each export "
+            "its own tile_id (metadata 'tile_id'), or pass allow_duplicates=True (CLI: --allow-duplicates) to "
+            "catalog them anyway (the last one loaded wins)."
+        )
+    logger.warning("item ids occur more than once (a catalog keeps only one of each): %s", listed)
+
+
+def _summaries(items: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    values: dict[str, set[str]] = {}
+    codes: set[str] = set()
+    for item in items:
+        props = item.get("properties") or {}
+        if isinstance(props.get("proj:code"), str):
+            codes.add(props["proj:code"])
+        for key, value in props.items():
+            if key.startswith(METADATA_PREFIX) and isinstance(value, str):
+                values.setdefault(key, set()).add(value)
+    summaries: dict[str, list[Any]] = {"proj:code": sorted(codes)} if codes else {}
+    for key in sorted(values):
+        distinct = values[key]
+        if len(distinct) <= SUMMARY_MAX_VALUES and (len(distinct) < len(items) or len(items) == 1):
+            summaries[key] = sorted(distinct)
+    return summaries
+
+
 def collection_from_items(
     items: Sequence[Mapping[str, Any]],
     rels: Sequence[str],
     *,
-    collection_id: str = "darts",
+    collection_id: str = DEFAULT_COLLECTION,
     description: str = DEFAULT_DESCRIPTION,
     title: str | None = None,
     license: str = "other",
+    href_base: str | None = None,
+    allow_duplicates: bool = False,
 ) -> pystac.Collection:
     """The collection over ``items`` (their JSON), found at ``rels`` relative to the collection.
 
-    Links: ``root`` → ``./collection.json`` and one ``item`` link per item, relative.
+    Links: ``root`` → ``./collection.json`` and one ``item`` link per item, relative; with
+    ``href_base`` also ``self`` → ``{href_base}/collection.json``.
 
     Raises:
         NoItemsError: ``items`` is empty.
+        DuplicateItemError: two items share an id and ``allow_duplicates`` is false.
+        InvalidTileError: ``href_base`` is not an absolute URL or path.
         ValueError: ``items`` and ``rels`` differ in length, or no item has a bbox.
     """
     if not items:
         raise NoItemsError("No STAC items to build a collection from.")
     if len(items) != len(rels):
         raise ValueError(f"{len(items)} items but {len(rels)} paths")
+    base = normalise_href_base(href_base)
     bboxes = [item["bbox"] for item in items if item.get("bbox")]
     if not bboxes:
         raise ValueError("None of the items has a bbox; cannot compute the collection's spatial extent.")
+    _check_unique(items, rels, allow_duplicates=allow_duplicates)
     ranges = [r for r in (_time_range(item) for item in items) if r is not None]
     interval: list[datetime | None] = [min(r[0] for r in ranges), max(r[1] for r in ranges)] if ranges else [None, None]
-    seen: dict[str, str] = {}
-    for item, rel in zip(items, rels, strict=True):
-        previous = seen.setdefault(str(item.get("id")), rel)
-        if previous != rel:
-            logger.warning("items %s and %s share the id %r; loaders keep only one", previous, rel, item.get("id"))
     collection = pystac.Collection(
         id=collection_id,
         description=description,
@@ -199,9 +261,12 @@ def collection_from_items(
             spatial=pystac.SpatialExtent([union_bbox(bboxes)]),
             temporal=pystac.TemporalExtent([interval]),
         ),
+        summaries=pystac.Summaries(_summaries(items)),
     )
     collection.clear_links()
     collection.add_link(pystac.Link(rel="root", target=_href(COLLECTION_NAME), media_type=MediaType.JSON))
+    if base is not None:
+        collection.add_link(pystac.Link(rel="self", target=f"{base}/{COLLECTION_NAME}", media_type=MediaType.JSON))
     for item, rel in zip(items, rels, strict=True):
         collection.add_link(
             pystac.Link(rel="item", target=_href(rel), media_type=MediaType.GEOJSON, title=str(item.get("id")))
@@ -210,8 +275,8 @@ def collection_from_items(
 
 
 def encode_collection(collection: pystac.Collection) -> bytes:
-    """UTF-8 JSON of ``collection`` with its links exactly as built (relative) and no self link."""
-    data = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    """UTF-8 JSON of ``collection`` with its links exactly as built."""
+    data = collection.to_dict(include_self_link=True, transform_hrefs=False)
     return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
@@ -219,49 +284,94 @@ def _is_relative(href: str) -> bool:
     return not urlsplit(href).scheme and not href.startswith("/")
 
 
-def rebase_item(item: Mapping[str, Any], rel: str, collection_id: str) -> dict[str, Any]:
-    """A copy of ``item`` (found at ``rel``) with relative hrefs rebased onto the collection's folder.
+def catalog_item(item: Mapping[str, Any], rel: str, collection_id: str, base: str) -> dict[str, Any]:
+    """A copy of ``item`` (found at ``rel`` below the collection root ``base``) as a catalog takes it.
 
-    Also sets ``collection``. ``item`` is not modified.
+    ``collection`` is set; relative hrefs become absolute below ``base``
+    (``{base}/{folder of rel}/probabilities.tif``); the ``collection``, ``root`` and
+    ``parent`` links point at ``{base}/collection.json`` and ``self`` at ``{base}/{rel}``.
+    ``item`` is not modified.
     """
+    base = base.rstrip("/")
     folder = posixpath.dirname(rel)
 
-    def rebase(href: str) -> str:
+    def absolute(href: str) -> str:
         if not _is_relative(href):
             return href
-        return "./" + posixpath.normpath(posixpath.join(folder, href))
+        joined = posixpath.normpath(posixpath.join(folder, href))
+        if joined == ".." or joined.startswith("../"):
+            raise ValueError(f"{rel}: href {href!r} points outside the collection root")
+        return f"{base}/{joined}"
 
     data: dict[str, Any] = json.loads(json.dumps(item))
     data["collection"] = collection_id
     for asset in (data.get("assets") or {}).values():
-        asset["href"] = rebase(str(asset["href"]))
-    data["links"] = [{**link, "href": rebase(str(link["href"]))} for link in data.get("links") or ()]
+        asset["href"] = absolute(str(asset["href"]))
+    links = [{**link, "href": absolute(str(link["href"]))} for link in data.get("links") or ()]
+    collection_href = f"{base}/{COLLECTION_NAME}"
+    data["links"] = [
+        *({"rel": r, "href": collection_href, "type": MediaType.JSON.value} for r in ("collection", "root", "parent")),
+        {"rel": "self", "href": f"{base}/{rel}", "type": MediaType.GEOJSON.value},
+        *(link for link in links if link.get("rel") not in _COLLECTION_RELS),
+    ]
     return data
 
 
-def _write_items_parquet(
-    storage: Storage, items: Sequence[Mapping[str, Any]], rels: Sequence[str], collection: pystac.Collection
-) -> None:
+def encode_ndjson(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """One compact JSON document per line (UTF-8, newline-terminated), as ``pypgstac load items`` reads."""
+    return b"".join(
+        (json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode() for row in rows
+    )
+
+
+def _write_items_parquet(storage: Storage, rows: Sequence[dict[str, Any]], collection: pystac.Collection) -> None:
     from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
 
-    rows = [rebase_item(item, rel, collection.id) for item, rel in zip(items, rels, strict=True)]
-    collection_dict = collection.to_dict(include_self_link=False, transform_hrefs=False)
+    collection_dict = collection.to_dict(include_self_link=True, transform_hrefs=False)
     with tempfile.TemporaryDirectory(prefix="darts-items-") as tmp:
         staged = Path(tmp) / ITEMS_PARQUET_NAME
         to_parquet(parse_stac_items_to_arrow(rows), staged, collections={collection.id: collection_dict})
         storage.publish_file(ITEMS_PARQUET_NAME, staged)
 
 
+def _warn_on_foreign_links(items: Sequence[Mapping[str, Any]], rels: Sequence[str], collection_id: str) -> None:
+    """Say when an export's own item.json names another collection or cannot reach the root's collection.json."""
+    misplaced = [
+        rel
+        for item, rel in zip(items, rels, strict=True)
+        if any(
+            link.get("rel") == "collection" and link.get("href") == f"../{COLLECTION_NAME}"
+            for link in item.get("links") or ()
+        )
+        and rel.count("/") != 1
+    ]
+    if misplaced:
+        logger.warning(
+            "%d item(s) are not directly below the collection root (e.g. %s): their own ../%s link misses it; "
+            "%s has the right links",
+            len(misplaced),
+            misplaced[0],
+            COLLECTION_NAME,
+            ITEMS_NDJSON_NAME,
+        )
+    foreign = sorted({str(i["collection"]) for i in items if i.get("collection") not in (None, collection_id)})
+    if foreign:
+        logger.warning("items name collection(s) %s; cataloguing them as %r", foreign, collection_id)
+
+
 def build_collection(
     root: str | os.PathLike[str],
     *,
     storage_options: Mapping[str, Any] | None = None,
-    collection_id: str = "darts",
+    collection_id: str = DEFAULT_COLLECTION,
     description: str = DEFAULT_DESCRIPTION,
     title: str | None = None,
     license: str = "other",
     write: bool = True,
     items_parquet: bool = False,
+    href_base: str | None = None,
+    allow_duplicates: bool = False,
+    pgstac_dsn: str | None = None,
 ) -> pystac.Collection:
     """Build the STAC Collection over every export's ``item.json`` below ``root``.
 
@@ -272,8 +382,15 @@ def build_collection(
         description: The collection's ``description``.
         title: The collection's ``title``.
         license: An SPDX license identifier, or ``"other"``.
-        write: Write ``collection.json`` at ``root`` (replacing any there).
+        write: Write ``collection.json`` and ``items.ndjson`` at ``root`` (replacing any there).
         items_parquet: Also write every item as ``items.parquet`` (stac-geoparquet) at ``root``.
+        href_base: The public URL of ``root`` (``https://data.example.org/darts`` for
+            ``s3://bucket/darts``): the base of the absolute hrefs in ``items.ndjson``,
+            ``items.parquet`` and pgstac. By default the URL of ``root`` itself.
+        allow_duplicates: Catalog items that share an id (a catalog then keeps the last one)
+            instead of raising.
+        pgstac_dsn: Also upsert the collection and every item into the pgstac database at this
+            PostgreSQL DSN (extra ``pgstac``); re-running is safe.
 
     Returns:
         The collection, its links relative to ``root``.
@@ -281,14 +398,18 @@ def build_collection(
     Raises:
         NoItemsError: no ``item.json`` below ``root``.
         MissingExtraError: ``items_parquet`` without stac-geoparquet installed (before anything is written).
+        DuplicateItemError: two items share an id and ``allow_duplicates`` is false.
+        InvalidTileError: ``href_base`` is not an absolute URL or path.
         StorageError: listing, reading or writing failed (``TargetUnreachableError`` when
             ``root`` cannot be reached at all).
         ExportError: an ``item.json`` is not a STAC Item.
+        CatalogError: loading into pgstac failed.
     """
     if write and items_parquet:  # before anything is read or written
         require_extra(
             "stac_geoparquet", extra="parquet-catalog", feature=f"the {ITEMS_PARQUET_NAME} table (stac-geoparquet)"
         )
+    base = normalise_href_base(href_base)
     storage = Storage.open(root, storage_options)
     rels = find_items(storage)
     if not rels:
@@ -298,13 +419,32 @@ def build_collection(
         )
     items = _read_items(storage, rels)
     collection = collection_from_items(
-        items, rels, collection_id=collection_id, description=description, title=title, license=license
+        items,
+        rels,
+        collection_id=collection_id,
+        description=description,
+        title=title,
+        license=license,
+        href_base=base,
+        allow_duplicates=allow_duplicates,
     )
+    _warn_on_foreign_links(items, rels, collection_id)
+    try:
+        rows = [
+            catalog_item(item, rel, collection_id, base or storage.url) for item, rel in zip(items, rels, strict=True)
+        ]
+    except ValueError as exc:
+        raise InvalidTileError(f"{exc}; re-export that tile.") from exc
     if write:
-        storage.publish_bytes(COLLECTION_NAME, encode_collection(collection))
+        storage.publish_bytes(ITEMS_NDJSON_NAME, encode_ndjson(rows))
         if items_parquet:
-            _write_items_parquet(storage, items, rels, collection)
+            _write_items_parquet(storage, rows, collection)
+        storage.publish_bytes(COLLECTION_NAME, encode_collection(collection))
     elif items_parquet:
         logger.warning("items_parquet ignored: write=False")
+    if pgstac_dsn is not None:
+        from darts_export.stac.pgstac import load_into_pgstac
+
+        load_into_pgstac(pgstac_dsn, collection, rows)
     logger.info("collection %r over %d items under %s", collection_id, len(items), storage.url)
     return collection

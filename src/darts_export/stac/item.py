@@ -25,14 +25,22 @@ can ingest many of them:
   ``proj:bbox``) describe the raster grid. ``proj:code`` is ``"EPSG:…"`` when the CRS is
   exactly an EPSG (or other authority) CRS; otherwise it is ``null`` and the CRS is given in
   full as ``proj:wkt2`` and ``proj:projjson``.
-* One asset per artifact under the key :func:`asset_key` gives, with an href relative to the
-  item (``./probabilities.tif``), the manifest's media type and roles, ``file:size`` and
+* One asset per artifact under the key :func:`asset_key` gives its href (see
+  :class:`ItemPlacement`), the manifest's media type and roles, ``file:size`` and
   ``file:checksum`` (the manifest's multihash; left out for directory artifacts such as the
-  Zarr debug store, whose checksum is a darts-export definition, not a file's), and for
-  COGs ``raster:bands`` (raster v1.1.0, the version pystac implements; each band also
-  carries its ``name``, the GeoTIFF band description). Undefined statistics (an empty
-  band) are left out, never written as NaN; a NaN nodata is ``"nan"`` as the schema asks.
-* A ``describedby`` link points at ``./manifest.json``.
+  Zarr debug store, whose checksum is a darts-export definition, not a file's).
+* Every band of a COG is described three times, once per generation of STAC clients: STAC 1.1
+  ``bands`` (``name``, ``data_type``, ``nodata``, ``unit``, ``statistics``), raster v1.1.0
+  ``raster:bands`` (the same values; stackstac, titiler and pystac's ``RasterExtension`` read
+  these) and eo v1.1.0 ``eo:bands`` (``name``, plus ``common_name`` for ``red``, ``green``,
+  ``blue``, ``nir`` ...; odc-stac resolves ``bands=["red"]`` through these). Undefined
+  statistics (an empty band) are left out, never written as NaN; a NaN nodata is ``"nan"``
+  as the schema asks. No band declares a ``scale``: every client reads the number stored in
+  the COG (probabilities in percent, ``unit`` ``"%"``).
+* Links: ``collection``, ``root`` and ``parent`` point at the collection document
+  (``../collection.json``, the layout ``darts-export stac`` writes), unless the item belongs
+  to no collection; ``describedby`` points at the manifest; with an ``href_base`` a ``self``
+  link gives the item's own URL.
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyproj
 import pystac
+from pystac.extensions.eo import Band as EoBand
 from pystac.extensions.eo import EOExtension
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
@@ -55,7 +66,7 @@ from pystac.utils import datetime_to_str
 
 from darts_export.errors import InvalidTileError
 from darts_export.metadata import DATETIME_KEYS, ExportMetadata, acquisition_datetime, decide_metadata, parse_time
-from darts_export.products import ITEM_NAME, asset_key
+from darts_export.products import ITEM_NAME, MediaType, asset_key
 from darts_export.stac.footprint import footprint, footprint_bbox
 
 if TYPE_CHECKING:
@@ -64,9 +75,12 @@ if TYPE_CHECKING:
     from darts_export.tile import TileView
 
 __all__ = [
+    "COLLECTION_NAME",
     "DATETIME_KEYS",
+    "DEFAULT_COLLECTION",
     "ITEM_NAME",
     "METADATA_PREFIX",
+    "ItemPlacement",
     "acquisition_datetime",
     "asset_key",
     "build_item",
@@ -86,7 +100,87 @@ _FORMAT_NAMES = {
     "application/json": "JSON",
     "application/vnd.zarr": "Zarr",
 }
-_MANIFEST_HREF = "./manifest.json"
+_MANIFEST_NAME = "manifest.json"
+
+COLLECTION_NAME = "collection.json"
+"""The collection document at the root of a prefix of exports (``darts-export stac`` writes it)."""
+
+DEFAULT_COLLECTION = "darts"
+"""The collection every export belongs to unless told otherwise."""
+
+EO_COMMON_NAMES = frozenset(
+    {"coastal", "blue", "green", "red", "yellow", "pan", "rededge", "nir", "nir08", "nir09", "cirrus"}
+    | {"swir16", "swir22", "lwir", "lwir11", "lwir12"}
+)
+"""Band names that are also eo ``common_name`` values (the optical product's red, green, blue, nir)."""
+
+_COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemPlacement:
+    """Where an export's item sits: its collection and the base of its hrefs.
+
+    ``href_base`` is the public URL of the *collection root*, the folder that holds the export
+    folders (``s3://bucket/darts``, ``https://data.example.org/darts``); the export lives in
+    ``folder`` below it. Without it every href is relative (``./probabilities.tif``,
+    ``../collection.json``), so the export folder can be moved or mirrored as it is; with it
+    every href is absolute: ``{href_base}/{folder}/probabilities.tif``,
+    ``{href_base}/collection.json``, and a ``self`` link ``{href_base}/{folder}/item.json``.
+    """
+
+    collection: str | None = DEFAULT_COLLECTION
+    href_base: str | None = None
+    folder: str = ""
+
+    @classmethod
+    def create(cls, *, collection: str | None, href_base: str | None, target_url: str) -> ItemPlacement:
+        """Validated placement of the export at ``target_url``; the folder is the URL's last part.
+
+        Raises:
+            InvalidTileError: ``collection`` is not a plain identifier, or ``href_base`` is not
+                an absolute URL or path.
+        """
+        if collection is not None and (not isinstance(collection, str) or not _COLLECTION_ID.fullmatch(collection)):
+            raise InvalidTileError(
+                f"collection={collection!r} is not a usable STAC collection id: use letters, digits and '_.-', "
+                "starting with a letter or digit (or None for an item without a collection)."
+            )
+        base = normalise_href_base(href_base)
+        folder = target_url.rstrip("/").rpartition("/")[2]
+        if base is not None and folder in ("", ".", ".."):
+            raise InvalidTileError(
+                f"href_base needs the export in a folder below the collection root; {target_url!r} has none."
+            )
+        return cls(collection=collection, href_base=base, folder=folder)
+
+    def href(self, rel: str) -> str:
+        """The href of ``rel`` (a path inside the export) as the item states it."""
+        return f"./{rel}" if self.href_base is None else f"{self.href_base}/{self.folder}/{rel}"
+
+    @property
+    def collection_href(self) -> str:
+        """The href of the collection document, from the item."""
+        return f"../{COLLECTION_NAME}" if self.href_base is None else f"{self.href_base}/{COLLECTION_NAME}"
+
+
+def normalise_href_base(href_base: str | None) -> str | None:
+    """``href_base`` without a trailing slash; ``None`` stays ``None``.
+
+    Raises:
+        InvalidTileError: not an absolute URL (``scheme://...``) or absolute path.
+    """
+    if href_base is None:
+        return None
+    text = str(href_base).rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    absolute_url = bool(sep) and scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum() and rest
+    if not (absolute_url or (text.startswith("/") and not sep)) or any(c in text for c in "?#"):
+        raise InvalidTileError(
+            f"href_base={href_base!r} is not an absolute URL or path; give the public URL of the folder that holds "
+            "the exports, e.g. 's3://bucket/darts' or 'https://data.example.org/darts'."
+        )
+    return text
 
 
 def _metadata_properties(tags: Mapping[str, str]) -> dict[str, str]:
@@ -103,35 +197,44 @@ def _source_properties(item: pystac.Item, properties: Mapping[str, Any]) -> None
         ViewExtension.add_to(item)
 
 
-def _stac_band(band: RasterBand) -> StacBand:
-    values = set(DataType)
-    data_type = DataType(band.data_type) if band.data_type in values else DataType.OTHER
-    nodata: float | str | None = None
-    if band.nodata is not None:
-        nodata = float(band.nodata)
-        if math.isnan(nodata):
-            nodata = "nan"
-        elif math.isinf(nodata):
-            nodata = "inf" if nodata > 0 else "-inf"
-    statistics = None
-    if band.statistics is not None:
-        s = band.statistics
-        finite = {
-            name: float(value)
-            for name, value in (
-                ("minimum", s.minimum),
-                ("maximum", s.maximum),
-                ("mean", s.mean),
-                ("stddev", s.stddev),
-                ("valid_percent", s.valid_percent),
-            )
-            if math.isfinite(value)
-        }
-        statistics = Statistics.create(**finite)
+def _nodata(value: float | None) -> float | str | None:
+    """A nodata value as the raster schemas want it: ``"nan"``/``"inf"``/``"-inf"`` as strings."""
+    if value is None:
+        return None
+    nodata = float(value)
+    if math.isnan(nodata):
+        return "nan"
+    if math.isinf(nodata):
+        return "inf" if nodata > 0 else "-inf"
+    return nodata
+
+
+def _statistics(band: RasterBand) -> dict[str, float] | None:
+    if band.statistics is None:
+        return None
+    s = band.statistics
+    finite = {
+        name: float(value)
+        for name, value in (
+            ("minimum", s.minimum),
+            ("maximum", s.maximum),
+            ("mean", s.mean),
+            ("stddev", s.stddev),
+            ("valid_percent", s.valid_percent),
+        )
+        if math.isfinite(value)
+    }
+    return finite or None
+
+
+def _raster_band(band: RasterBand) -> StacBand:
+    """The raster v1.1.0 ``raster:bands`` entry (with the band's ``name``, which that version lacks)."""
+    data_type = DataType(band.data_type) if band.data_type in set(DataType) else DataType.OTHER
+    statistics = _statistics(band)
     stac_band = StacBand.create(
-        nodata=nodata,  # type: ignore[arg-type]  # pystac types "nan" as a NoDataStrings member
+        nodata=_nodata(band.nodata),  # type: ignore[arg-type]  # pystac types "nan" as a NoDataStrings member
         data_type=data_type,
-        statistics=statistics,
+        statistics=Statistics.create(**statistics) if statistics else None,
         unit=band.unit,
         scale=None if band.scale is None else float(band.scale),
         offset=None if band.offset is None else float(band.offset),
@@ -139,19 +242,38 @@ def _stac_band(band: RasterBand) -> StacBand:
     return StacBand({"name": band.name, **stac_band.to_dict()})
 
 
-def _asset(artifact: Artifact) -> pystac.Asset:
+def _common_band(band: RasterBand) -> dict[str, Any]:
+    """The STAC 1.1 ``bands`` entry: the common-metadata fields only (a scale would need raster v2)."""
+    fields = {
+        "name": band.name,
+        "data_type": band.data_type if band.data_type in set(DataType) else DataType.OTHER.value,
+        "nodata": _nodata(band.nodata),
+        "unit": band.unit,
+        "statistics": _statistics(band),
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _eo_band(band: RasterBand) -> EoBand:
+    return EoBand.create(name=band.name, common_name=band.name if band.name in EO_COMMON_NAMES else None)
+
+
+def _asset(artifact: Artifact, placement: ItemPlacement) -> pystac.Asset:
     fmt = _FORMAT_NAMES.get(artifact.media_type)
     title = artifact.product + (f" ({artifact.subset})" if artifact.subset else "") + (f", {fmt}" if fmt else "")
     extra: dict[str, Any] = {"darts:product": artifact.product}
     if artifact.subset:
         extra["darts:subset"] = artifact.subset
     return pystac.Asset(
-        href=f"./{artifact.path}",
+        href=placement.href(artifact.path),
         title=title,
         media_type=artifact.media_type,
         roles=list(artifact.roles),
         extra_fields=extra,
     )
+
+
+_RELATIVE = ItemPlacement()
 
 
 def build_item(
@@ -161,6 +283,7 @@ def build_item(
     metadata: ExportMetadata | Mapping[str, Any],
     raster_bands: Mapping[str, Sequence[RasterBand]],
     geometry: Mapping[str, Any] | None = None,
+    placement: ItemPlacement = _RELATIVE,
 ) -> pystac.Item:
     """The STAC Item of one export (see the module documentation for its shape).
 
@@ -172,6 +295,8 @@ def build_item(
         raster_bands: Per COG path (``"probabilities.tif"``), what each of its bands holds.
         geometry: The item's geometry if already computed as ``footprint(view)`` (e.g. on
             another thread while the products were encoded); computed here when ``None``.
+        placement: The item's collection and the base of its hrefs; by default collection
+            :data:`DEFAULT_COLLECTION` and relative hrefs.
 
     Raises:
         InvalidTileError: an acquisition time in ``metadata`` or ``manifest.created`` is not
@@ -218,23 +343,39 @@ def build_item(
                 f"Artifacts {keys[key]!r} and {artifact.path!r} would share the STAC asset key {key!r}; rename a band."
             )
         keys[key] = artifact.path
-        asset = _asset(artifact)
+        asset = _asset(artifact, placement)
         item.add_asset(key, asset)
         if artifact.type == "file":
             FileExtension.ext(asset, add_if_missing=True).apply(size=int(artifact.size), checksum=artifact.checksum)
         bands = raster_bands.get(artifact.path)
         if bands:
-            RasterExtension.ext(asset, add_if_missing=True).apply([_stac_band(b) for b in bands])
+            asset.extra_fields["bands"] = [_common_band(b) for b in bands]
+            RasterExtension.ext(asset, add_if_missing=True).apply([_raster_band(b) for b in bands])
+            EOExtension.ext(asset, add_if_missing=True).apply(bands=[_eo_band(b) for b in bands])
     unknown = sorted(set(raster_bands) - set(keys.values()))
     if unknown:
         logger.warning("raster band info for %s ignored: not in the manifest", unknown)
-    item.add_link(
-        pystac.Link(rel="describedby", target=_MANIFEST_HREF, media_type="application/json", title="manifest")
-    )
+    _add_links(item, placement)
     return item
 
 
+def _add_links(item: pystac.Item, placement: ItemPlacement) -> None:
+    if placement.collection is not None:
+        item.collection_id = placement.collection
+        for rel in (pystac.RelType.COLLECTION, pystac.RelType.ROOT, pystac.RelType.PARENT):
+            item.add_link(pystac.Link(rel=rel, target=placement.collection_href, media_type=MediaType.JSON))
+    if placement.href_base is not None:
+        item.add_link(
+            pystac.Link(rel=pystac.RelType.SELF, target=placement.href(ITEM_NAME), media_type=MediaType.GEOJSON)
+        )
+    item.add_link(
+        pystac.Link(
+            rel="describedby", target=placement.href(_MANIFEST_NAME), media_type=MediaType.JSON, title="manifest"
+        )
+    )
+
+
 def encode_item(item: pystac.Item) -> bytes:
-    """UTF-8 JSON of ``item`` with hrefs exactly as built (relative) and no self link; never NaN."""
-    data = item.to_dict(include_self_link=False, transform_hrefs=False)
+    """UTF-8 JSON of ``item`` with hrefs exactly as built; never NaN."""
+    data = item.to_dict(include_self_link=True, transform_hrefs=False)
     return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()

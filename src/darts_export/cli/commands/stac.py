@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from darts_export.cli.context import EXIT_CODES_HELP, ExitCode, Settings, pass_settings
@@ -45,7 +47,7 @@ def stac_command(
     from darts_export.stac.collection import build_collection
 
     run = settings.run()
-    extra = {} if description is None else {"description": description}
+    extra: dict[str, Any] = {} if description is None else {"description": description}
     with run.translated():
         try:
             collection = build_collection(
