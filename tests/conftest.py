@@ -136,7 +136,7 @@ def postgres_dsn() -> Iterator[str]:
     Skips when neither is available, naming the command that installs PostgreSQL + PostGIS;
     with ``DARTS_TEST_REQUIRE_PGSTAC=1`` (set by ``.ci/run``) that is a failure instead.
     """
-    from pg_cluster import DSN_ENV, PostgresUnavailable, start_cluster
+    from pg_cluster import DSN_ENV, PostgresUnavailableError, start_cluster
 
     dsn = os.environ.get(DSN_ENV)
     if dsn:
@@ -144,7 +144,7 @@ def postgres_dsn() -> Iterator[str]:
         return
     try:
         cluster = start_cluster()
-    except PostgresUnavailable as exc:
+    except PostgresUnavailableError as exc:
         if os.environ.get("DARTS_TEST_REQUIRE_PGSTAC") == "1":
             pytest.fail(f"DARTS_TEST_REQUIRE_PGSTAC=1 but {exc}")
         pytest.skip(f"{exc} (or set {DSN_ENV} to a PostgreSQL + PostGIS database)")

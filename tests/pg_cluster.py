@@ -4,7 +4,7 @@
 socket file, no fsync), trust authentication; stopped and removed afterwards. PostgreSQL
 refuses to run as root, so under root the server runs as the ``postgres`` system user
 (``runuser``). When no PostgreSQL with PostGIS is installed, :func:`start_cluster` raises
-:class:`PostgresUnavailable` naming the command that provides it; ``.ci/run`` runs it.
+:class:`PostgresUnavailableError` naming the command that provides it; ``.ci/run`` runs it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ max_connections = 40
 """
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailableError(RuntimeError):
     """No PostgreSQL server binaries with PostGIS on this machine."""
 
 
@@ -65,7 +65,7 @@ def _bindir() -> Path:
         bindir = bindir.resolve()
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
             return bindir
-    raise PostgresUnavailable(f"no PostgreSQL server (initdb, pg_ctl) found; run: {INSTALL_HINT}")
+    raise PostgresUnavailableError(f"no PostgreSQL server (initdb, pg_ctl) found; run: {INSTALL_HINT}")
 
 
 def _check_postgis(bindir: Path) -> None:
@@ -76,7 +76,7 @@ def _check_postgis(bindir: Path) -> None:
         else str(Path("/usr/share/postgresql") / bindir.parent.name)
     )
     if not (Path(sharedir) / "extension" / "postgis.control").exists():
-        raise PostgresUnavailable(f"PostgreSQL in {bindir} has no PostGIS extension; run: {INSTALL_HINT}")
+        raise PostgresUnavailableError(f"PostgreSQL in {bindir} has no PostGIS extension; run: {INSTALL_HINT}")
 
 
 def _free_port() -> int:
@@ -86,7 +86,7 @@ def _free_port() -> int:
 
 
 def start_cluster() -> Cluster:
-    """Start a fresh server; raise :class:`PostgresUnavailable` when PostgreSQL + PostGIS are missing."""
+    """Start a fresh server; raise :class:`PostgresUnavailableError` when PostgreSQL + PostGIS are missing."""
     bindir = _bindir()
     _check_postgis(bindir)
     prefix: tuple[str, ...] = ()
@@ -96,7 +96,8 @@ def start_cluster() -> Cluster:
             user = pwd.getpwnam("postgres")
         except KeyError as exc:
             shutil.rmtree(folder)
-            raise PostgresUnavailable(f"running as root and there is no 'postgres' user; run: {INSTALL_HINT}") from exc
+            message = f"running as root and there is no 'postgres' user; run: {INSTALL_HINT}"
+            raise PostgresUnavailableError(message) from exc
         os.chown(folder, user.pw_uid, user.pw_gid)
         prefix = ("runuser", "-u", "postgres", "--")
     db = folder / "db"

@@ -103,7 +103,8 @@ def test_exports_round_trip_through_pgstac_and_a_stac_api(tmp_path: Path, postgr
         with PgstacDB(dsn=dsn) as db:
             Loader(db=db).load_items(str(root / ITEMS_NDJSON_NAME), insert_mode=Methods.upsert)
 
-        rows = {json.loads(line)["id"]: json.loads(line) for line in (root / ITEMS_NDJSON_NAME).read_text().splitlines()}
+        lines = (root / ITEMS_NDJSON_NAME).read_text().splitlines()
+        rows = {row["id"]: row for row in map(json.loads, lines)}
         assert _search(dsn, {"collections": ["darts"]}) == sorted(EXPORTS)
         for tile_id, (_, when) in EXPORTS.items():
             bbox = rows[tile_id]["bbox"]
