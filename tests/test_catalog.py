@@ -1,9 +1,10 @@
-"""The STAC Collection over many exports: walk, extent, relative links, items.parquet, offline validation."""
+"""The STAC Collection over many exports: walk, extent, links, items.ndjson/items.parquet, duplicates, validation."""
 
 from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -13,10 +14,17 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 from stac_geoparquet.arrow import stac_table_to_items
 
-from darts_export.errors import ExportError, NoItemsError
+from darts_export.errors import DuplicateItemError, ExportError, InvalidTileError, NoItemsError
 from darts_export.export import export_tile
 from darts_export.products import ITEM_NAME
-from darts_export.stac.collection import COLLECTION_NAME, ITEMS_PARQUET_NAME, build_collection, rebase_item, union_bbox
+from darts_export.stac.collection import (
+    COLLECTION_NAME,
+    ITEMS_NDJSON_NAME,
+    ITEMS_PARQUET_NAME,
+    build_collection,
+    catalog_item,
+    union_bbox,
+)
 from darts_export.stac.item import asset_key, encode_item
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
@@ -79,14 +87,35 @@ def test_collection_over_exports_validates_and_links_relatively(target: Target, 
     # The CLI prints collection.to_dict().
     assert collection.to_dict()["id"] == "darts"
 
+    assert written["summaries"]["proj:code"] == ["EPSG:32606", "EPSG:32660"]
+
+    # items.ndjson: one catalog row per line, hrefs absolute below the root, collection set and linked.
+    base = Storage.open(target.out_dir, target.storage_options).url.rstrip("/")
+    lines = _read(target, ITEMS_NDJSON_NAME).decode().splitlines()
+    ndjson = {row["id"]: row for row in map(json.loads, lines)}
+    assert set(ndjson) == {"T06WVS", "T06WVS-b", "T60WXX"}
+    assert ndjson["T60WXX"]["assets"]["probabilities"]["href"] == f"{base}/T60WXX/probabilities.tif"
+    assert ndjson["T06WVS"]["assets"]["probabilities"]["href"] == f"{base}/2023/T06WVS/probabilities.tif"
+    for rel, item in items.items():
+        row = ndjson[item["id"]]
+        assert row["collection"] == "darts"
+        links = {link["rel"]: link["href"] for link in row["links"]}
+        assert links["collection"] == links["root"] == links["parent"] == f"{base}/{COLLECTION_NAME}"
+        assert links["self"] == f"{base}/{rel}"
+        assert links["describedby"] == f"{base}/{rel.removesuffix(ITEM_NAME)}manifest.json"
+        validate_offline(row, validator)
+
+    # items.parquet: the same rows, valid STAC (collection with its link).
     table = pq.read_table(io.BytesIO(_read(target, ITEMS_PARQUET_NAME)))
     assert table.num_rows == 3
     assert b"geo" in (table.schema.metadata or {})
     rows = {row["id"]: row for row in stac_table_to_items(table)}
-    assert set(rows) == {"T06WVS", "T06WVS-b", "T60WXX"}
-    assert {row["collection"] for row in rows.values()} == {"darts"}
-    assert rows["T60WXX"]["assets"]["probabilities"]["href"] == "./T60WXX/probabilities.tif"
-    assert rows["T06WVS"]["assets"]["probabilities"]["href"] == "./2023/T06WVS/probabilities.tif"
+    assert set(rows) == set(ndjson)
+    for item_id, row in rows.items():
+        assert row["assets"]["probabilities"]["href"] == ndjson[item_id]["assets"]["probabilities"]["href"]
+        assert row["links"] == ndjson[item_id]["links"]
+        assert row["collection"] == "darts"
+        validate_offline(row, validator)  # pystac's validation: no null title, collection linked
     assert rows["T06WVS"]["properties"]["proj:code"] == "EPSG:32606"
     assert (
         rows["T06WVS"]["assets"]["probabilities"]["file:checksum"]
@@ -157,19 +186,33 @@ def test_union_bbox(bboxes: list[list[float]], expected: list[float]) -> None:
     assert all(covered.buffer(1e-9).contains(parts(b)) for b in bboxes)
 
 
-def test_rebase_item_leaves_the_item_alone() -> None:
+def test_catalog_item_leaves_the_item_alone() -> None:
     item = {
         "type": "Feature",
+        "collection": "old",
         "assets": {"a": {"href": "./a.tif"}, "b": {"href": "s3://bucket/b.tif"}},
-        "links": [{"rel": "describedby", "href": "./manifest.json"}, {"rel": "x", "href": "../up.json"}],
+        "links": [
+            {"rel": "collection", "href": "../collection.json"},
+            {"rel": "describedby", "href": "./manifest.json"},
+            {"rel": "x", "href": "../up.json"},
+        ],
     }
     snapshot = json.loads(json.dumps(item))
-    rebased = rebase_item(item, "2024/T1/item.json", "darts")
+    row = catalog_item(item, "2024/T1/item.json", "darts", "https://data.example.org/darts/")
     assert item == snapshot
-    assert rebased["collection"] == "darts"
-    assert rebased["assets"]["a"]["href"] == "./2024/T1/a.tif"
-    assert rebased["assets"]["b"]["href"] == "s3://bucket/b.tif"
-    assert [link["href"] for link in rebased["links"]] == ["./2024/T1/manifest.json", "./2024/up.json"]
+    assert row["collection"] == "darts"
+    assert row["assets"]["a"]["href"] == "https://data.example.org/darts/2024/T1/a.tif"
+    assert row["assets"]["b"]["href"] == "s3://bucket/b.tif"
+    assert [(link["rel"], link["href"]) for link in row["links"]] == [
+        ("collection", "https://data.example.org/darts/collection.json"),
+        ("root", "https://data.example.org/darts/collection.json"),
+        ("parent", "https://data.example.org/darts/collection.json"),
+        ("self", "https://data.example.org/darts/2024/T1/item.json"),
+        ("describedby", "https://data.example.org/darts/2024/T1/manifest.json"),
+        ("x", "https://data.example.org/darts/2024/up.json"),
+    ]
+    with pytest.raises(ValueError, match="outside the collection root"):
+        catalog_item({"assets": {"a": {"href": "../../../a.tif"}}}, "T1/item.json", "darts", "s3://b/darts")
 
 
 def test_collection_object_round_trips_through_pystac(tmp_path: Any, validator: OfflineValidator) -> None:
@@ -233,3 +276,84 @@ def test_exports_through_export_tile_give_valid_items_and_a_collection(
     ]
     assert len(list(collection.get_links("item"))) == 2
     assert pq.read_table(io.BytesIO(_read(target, ITEMS_PARQUET_NAME))).num_rows == 2
+
+
+def test_duplicate_ids_are_an_error_unless_allowed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    storage = Storage.open(tmp_path)
+    tile = make_synthetic_tile(32, seed=71, with_inputs=False)
+    for rel in ("2023/T06WVS/item.json", "2024/T06WVS/item.json"):
+        storage.publish_bytes(rel, encode_item(make_item(tile, tile_id="T06WVS")))
+    with pytest.raises(DuplicateItemError, match=r"'T06WVS' in 2023/T06WVS/item\.json, 2024/T06WVS/item\.json") as info:
+        build_collection(tmp_path)
+    assert isinstance(info.value, ValueError)
+    assert "allow_duplicates=True" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2023", "2024"]  # nothing written
+
+    with caplog.at_level("WARNING", logger="darts_export.stac.collection"):
+        collection = build_collection(tmp_path, allow_duplicates=True)
+    assert "more than once" in caplog.text
+    assert len(list(collection.get_links("item"))) == 2
+    assert len((tmp_path / ITEMS_NDJSON_NAME).read_text().splitlines()) == 2
+
+
+def test_summaries_keep_what_items_share(tmp_path: Path) -> None:
+    storage = Storage.open(tmp_path)
+    for i, (tile_id, model) in enumerate([("A", "v2.1"), ("B", "v2.1"), ("C", "v2.2")]):
+        tile = make_synthetic_tile(32, seed=80 + i, with_inputs=False)
+        item = make_item(tile, tile_id=tile_id, metadata={"tile_id": tile_id, "model_version": model})
+        storage.publish_bytes(f"{tile_id}/{ITEM_NAME}", encode_item(item))
+    build_collection(tmp_path)
+    written = json.loads((tmp_path / COLLECTION_NAME).read_text())
+    assert written["summaries"] == {"proj:code": ["EPSG:32606"], "darts:model_version": ["v2.1", "v2.2"]}
+
+
+def test_href_base_makes_every_href_absolute(tmp_path: Path, validator: OfflineValidator) -> None:
+    root = tmp_path / "darts"
+    tile = make_synthetic_tile(48, seed=72, with_inputs=False)
+    manifest = export_tile(
+        tile, root / "T06WVS", metadata={"tile_id": "T06WVS"}, href_base="https://data.example.org/darts/"
+    )
+    item = json.loads((root / "T06WVS" / ITEM_NAME).read_text())
+    validate_offline(item, validator)
+    base = "https://data.example.org/darts"
+    for artifact in manifest.artifacts:
+        if artifact.path != ITEM_NAME:
+            assert item["assets"][asset_key(artifact.path)]["href"] == f"{base}/T06WVS/{artifact.path}"
+    links = {link["rel"]: link["href"] for link in item["links"]}
+    assert links == {
+        "collection": f"{base}/collection.json",
+        "root": f"{base}/collection.json",
+        "parent": f"{base}/collection.json",
+        "self": f"{base}/T06WVS/item.json",
+        "describedby": f"{base}/T06WVS/manifest.json",
+    }
+
+    # The collection builder keeps absolute hrefs and puts the collection's own URL on it.
+    collection = build_collection(root, href_base=base, collection_id="darts")
+    assert collection.get_self_href() == f"{base}/collection.json"
+    (row,) = map(json.loads, (root / ITEMS_NDJSON_NAME).read_text().splitlines())
+    assert row["assets"]["probabilities"]["href"] == f"{base}/T06WVS/probabilities.tif"
+    assert {link["rel"]: link["href"] for link in row["links"]}["self"] == f"{base}/T06WVS/item.json"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"href_base": "darts/relative"}, "not an absolute URL"),
+        ({"href_base": "https://example.org/darts?x=1"}, "not an absolute URL"),
+        ({"collection": "bad id/with slash"}, "not a usable STAC collection id"),
+    ],
+)
+def test_bad_catalog_options_fail_before_writing(tmp_path: Path, options: dict[str, Any], message: str) -> None:
+    tile = make_synthetic_tile(32, seed=73, with_inputs=False)
+    with pytest.raises(InvalidTileError, match=message):
+        export_tile(tile, tmp_path / "T1", **options)
+    assert not (tmp_path / "T1").exists()
+
+
+def test_an_item_without_collection(tmp_path: Path, validator: OfflineValidator) -> None:
+    export_tile(make_synthetic_tile(32, seed=74, with_inputs=False), tmp_path / "T1", collection=None)
+    item = json.loads((tmp_path / "T1" / ITEM_NAME).read_text())
+    assert "collection" not in item
+    assert [link["rel"] for link in item["links"]] == ["describedby"]
+    validate_offline(item, validator)

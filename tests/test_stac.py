@@ -56,6 +56,7 @@ def test_item_validates_offline_against_core_and_extension_schemas(validator: Of
         "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
         "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
         "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+        "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     }
     assert set(item.stac_extensions) <= set(used)
     assert any(uri.endswith("item-spec/json-schema/item.json") for uri in used)

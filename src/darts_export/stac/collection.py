@@ -309,9 +309,13 @@ def catalog_item(item: Mapping[str, Any], rel: str, collection_id: str, base: st
         asset["href"] = absolute(str(asset["href"]))
     links = [{**link, "href": absolute(str(link["href"]))} for link in data.get("links") or ()]
     collection_href = f"{base}/{COLLECTION_NAME}"
+    # Every link titled: stac-geoparquet reads a missing title back as null, which STAC forbids.
     data["links"] = [
-        *({"rel": r, "href": collection_href, "type": MediaType.JSON.value} for r in ("collection", "root", "parent")),
-        {"rel": "self", "href": f"{base}/{rel}", "type": MediaType.GEOJSON.value},
+        *(
+            {"rel": r, "href": collection_href, "type": MediaType.JSON.value, "title": collection_id}
+            for r in ("collection", "root", "parent")
+        ),
+        {"rel": "self", "href": f"{base}/{rel}", "type": MediaType.GEOJSON.value, "title": str(data.get("id"))},
         *(link for link in links if link.get("rel") not in _COLLECTION_RELS),
     ]
     return data
