@@ -66,9 +66,10 @@ def _items(root: Path) -> dict[str, pystac.Item]:
     }
 
 
-def _cog_pixels(href: str, index: int) -> np.ndarray:
+def _cog_pixels(href: str, index: int) -> np.ndarray[Any, Any]:
     with rasterio.open(href) as ds:
-        return ds.read(index)
+        pixels: np.ndarray[Any, Any] = ds.read(index)
+    return pixels
 
 
 def test_odc_stac_loads_every_band_by_name(exported: Path) -> None:
@@ -107,7 +108,15 @@ def _stackstac_recipe(item: pystac.Item) -> xr.DataArray:
     items = [item.to_dict()]
     for it in items:
         it["properties"]["proj:epsg"] = int(it["properties"]["proj:code"].split(":")[1])
-    return stackstac.stack(items, assets=["probabilities"]).isel(time=0, band=0)
+    stacked: xr.DataArray = stackstac.stack(items, assets=["probabilities"]).isel(time=0, band=0)
+    return stacked
+
+
+def _rioxarray_values(href: str) -> np.ndarray[Any, Any]:
+    opened = rioxarray.open_rasterio(href, mask_and_scale=True)
+    assert isinstance(opened, xr.DataArray)
+    values: np.ndarray[Any, Any] = opened.isel(band=0).values
+    return values
 
 
 def test_every_client_reads_the_same_probability(exported: Path) -> None:
@@ -134,7 +143,7 @@ def test_every_client_reads_the_same_probability(exported: Path) -> None:
 
     values: dict[str, Any] = {
         "rasterio": expected,
-        "rioxarray": rioxarray.open_rasterio(href, mask_and_scale=True).isel(band=0).values[valid],
+        "rioxarray": _rioxarray_values(href)[valid],
         "odc-stac": odc_stac.load([item], bands=["probabilities"])["probabilities"].isel(time=0).values[valid],
     }
     with contextlib.suppress(ImportError):  # stackstac 0.5.1 pins pandas<3: see the test below

@@ -20,10 +20,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from catalog_helpers import EXPORTS, check_asset_opens, export_pair
-from conftest import closed_port
 from darts_export.errors import CatalogError
 from darts_export.stac.collection import ITEMS_NDJSON_NAME, build_collection
 from darts_export.stac.pgstac import load_into_pgstac
+from helpers import closed_port
 
 
 @contextmanager

@@ -401,7 +401,8 @@ def build_collection(
 
     Raises:
         NoItemsError: no ``item.json`` below ``root``.
-        MissingExtraError: ``items_parquet`` without stac-geoparquet installed (before anything is written).
+        MissingExtraError: ``items_parquet`` without stac-geoparquet, or ``pgstac_dsn`` without
+            pypgstac installed (before anything is written).
         DuplicateItemError: two items share an id and ``allow_duplicates`` is false.
         InvalidTileError: ``href_base`` is not an absolute URL or path.
         StorageError: listing, reading or writing failed (``TargetUnreachableError`` when
@@ -413,6 +414,8 @@ def build_collection(
         require_extra(
             "stac_geoparquet", extra="parquet-catalog", feature=f"the {ITEMS_PARQUET_NAME} table (stac-geoparquet)"
         )
+    if pgstac_dsn is not None:
+        require_extra("pypgstac", extra="pgstac", feature="loading into pgstac (pypgstac)")
     base = normalise_href_base(href_base)
     storage = Storage.open(root, storage_options)
     rels = find_items(storage)
