@@ -29,6 +29,7 @@ _EXTENSION_SCHEMAS = {
     "https://stac-extensions.github.io/raster/v2.0.0/schema.json": "raster_v2.0.0.json",
     "https://stac-extensions.github.io/file/v2.1.0/schema.json": "file_v2.1.0.json",
     "https://stac-extensions.github.io/eo/v1.1.0/schema.json": "eo_v1.1.0.json",
+    "https://stac-extensions.github.io/view/v1.0.0/schema.json": "view_v1.0.0.json",
 }
 _PROJJSON_URI = "https://proj.org/schemas/v0.7/projjson.schema.json"
 
