@@ -351,3 +351,23 @@ def test_netcdf_input(cloud_env: str, s3_bucket: str, s3_client: Any, tmp_path: 
     tif = get(s3_client, cloud_env, "exports/T09/binarized.tif")
     expected = expected_binarized(tile["binarized_segmentation"].values, tile["extent"].values)
     np.testing.assert_array_equal(read_raster(tif)["array"][0], expected)
+
+
+@pytest.mark.s3
+def test_s3_notification_names_the_tile_after_its_folder_unless_the_tile_names_itself(
+    cloud_env: str, s3_bucket: str, s3_client: Any, s3_storage_options: dict[str, Any], tile_factory: Any
+) -> None:
+    tile = tile_factory(32, seed=4, with_inputs=False)
+    put_zarr(tile, f"s3://{s3_bucket}/in/T06WVS_2024/tile.zarr", s3_storage_options)
+    put_zarr(tile.assign_attrs(tile_id="S2B_T07"), f"s3://{s3_bucket}/in/T07_2024/tile.zarr", s3_storage_options)
+    event = {
+        "Records": [
+            s3_record(s3_bucket, "in/T06WVS_2024/tile.zarr/zarr.json"),
+            s3_record(s3_bucket, "in/T07_2024/tile.zarr/zarr.json"),
+        ]
+    }
+    assert [r["tile_id"] for r in handler(event, None)] == ["T06WVS_2024", "S2B_T07"]
+    assert json.loads(get(s3_client, cloud_env, "exports/T06WVS_2024/item.json"))["id"] == "T06WVS_2024"
+    # A direct event names its tile through "metadata"; without, the id is derived from the georeference.
+    (direct,) = handler({"input": f"s3://{s3_bucket}/in/T06WVS_2024/tile.zarr", "output": f"s3://{cloud_env}/d"}, None)
+    assert direct["tile_id"].startswith("EPSG32606_")

@@ -61,6 +61,7 @@ __all__ = [
     "check_tag_key",
     "decide_metadata",
     "format_time",
+    "named_tile_id",
     "parse_time",
 ]
 
@@ -296,13 +297,25 @@ def _tag_value(key: str, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _tile_id(given: Mapping[str, Any], attrs: Mapping[Any, Any], georef: GeoRef) -> tuple[str, str]:
-    for source, keys, where in ((given, TILE_ID_KEYS, "metadata"), (attrs, ATTR_TILE_ID_KEYS, "tile.attrs")):
+def named_tile_id(metadata: Mapping[str, Any], attrs: Mapping[Any, Any]) -> tuple[str, str] | None:
+    """The tile id ``metadata`` or the tile's ``attrs`` name, and where (see :data:`TILE_ID_KEYS`), else ``None``.
+
+    Raises:
+        InvalidTileError: the first id found is not a usable tile id.
+    """
+    for source, keys, where in ((metadata, TILE_ID_KEYS, "metadata"), (attrs, ATTR_TILE_ID_KEYS, "tile.attrs")):
         for key in keys:
             value = source.get(key)
             if not _absent(value):
                 what = f"{where}[{key!r}]"
                 return _check_tile_id(value, what), what
+    return None
+
+
+def _tile_id(given: Mapping[str, Any], attrs: Mapping[Any, Any], georef: GeoRef) -> tuple[str, str]:
+    named = named_tile_id(given, attrs)
+    if named is not None:
+        return named
     left, _, _, top = georef.bounds
     crs = f"EPSG{georef.epsg}" if georef.epsg is not None else "CRS"
     pixel = abs(georef.transform.a)

@@ -23,6 +23,7 @@ from darts_export.cloud.resources import check_resources
 from darts_export.errors import ExportFailedError, IncompleteStoreError
 from darts_export.export import export_tile
 from darts_export.inputs import open_tile
+from darts_export.metadata import named_tile_id
 from darts_export.products import MANIFEST_NAME, plan_products
 from darts_export.verify import verify
 
@@ -114,7 +115,7 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
                 request.output,
                 bands=request.bands,
                 ensemble_subsets=request.ensemble_subsets,
-                metadata=request.metadata,
+                metadata=_with_folder_tile_id(request, tile),
                 debug=request.debug,
                 storage_options=out_options,
                 overwrite=True,  # an existing export did not verify, or overwrite was asked for
@@ -129,6 +130,16 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
         artifacts=len(manifest.artifacts),
         bytes=manifest.total_size,
     )
+
+
+def _with_folder_tile_id(request: ExportRequest, tile: xr.Dataset) -> Mapping[str, Any]:
+    """An S3-triggered export is named after the input's folder when neither the event nor the tile names it.
+
+    The output rule already made that folder name the last part of ``request.output``.
+    """
+    if request.source == "direct" or named_tile_id(request.metadata, tile.attrs) is not None:
+        return request.metadata
+    return {**request.metadata, "tile_id": request.output.rstrip("/").rsplit("/", 1)[-1]}
 
 
 def _open_tile(request: ExportRequest, options: Mapping[str, Any] | None) -> xr.Dataset | None:
