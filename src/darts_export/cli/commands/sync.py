@@ -20,7 +20,7 @@ __all__ = ["sync_command"]
 
 
 @click.command("sync", epilog=EXIT_CODES_HELP)
-@click.argument("fallback_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("fallback_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("target", required=False, type=STORAGE_URL)
 @click.option(
     "--dry-run", is_flag=True, help="Check the local copies and list what would be published; change nothing."
@@ -33,11 +33,16 @@ def sync_command(settings: Settings, fallback_dir: Path, target: str | None, dry
     With TARGET, only the exports meant for TARGET or below it: `sync ./fallback s3://bucket` publishes
     every export meant for that bucket. Each export is verified locally, uploaded (manifest last),
     verified at the target, and only then removed locally; a failed one stays and is reported.
+    A FALLBACK_DIR that does not exist holds nothing to sync (exports create it only when they fall back).
     --storage-option says how to reach the targets (endpoint, credentials).
     """
-    from darts_export.sync import sync
+    from darts_export.sync import SyncReport, sync
 
     run = settings.run()
+    if not fallback_dir.exists():
+        empty = SyncReport(fallback_dir=str(fallback_dir), target=target, dry_run=dry_run, results=())
+        run.result(empty.to_dict(), [f"Nothing to sync: {fallback_dir} does not exist (no export fell back)."])
+        return
     with run.translated(), progress_display(run) as progress:
         tasks: dict[Path, TaskID] = {}
 
