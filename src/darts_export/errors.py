@@ -60,7 +60,7 @@ class InvalidEventError(InvalidTileError):
 
 
 class ConfigurationError(ExportError, ValueError):
-    """An environment variable of the cloud handler is missing or malformed."""
+    """An environment variable is malformed: one of the cloud handler's, or ``SOURCE_DATE_EPOCH``."""
 
 
 class MissingExtraError(ExportError, ImportError):

@@ -22,6 +22,7 @@ __all__ = [
     "GEOMETRY_TYPE",
     "ITEM_NAME",
     "MANIFEST_NAME",
+    "MAX_NAME_BYTES",
     "PROBABILITY_NODATA",
     "Kind",
     "MediaType",
@@ -30,6 +31,7 @@ __all__ = [
     "Product",
     "asset_key",
     "expected_paths",
+    "is_reserved_name",
     "plan_products",
     "validate_subset_name",
 ]
