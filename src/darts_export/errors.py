@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 __all__ = [
     "ArtifactExistsError",
+    "BatchInputError",
     "CatalogError",
     "ConfigurationError",
     "DuplicateItemError",
+    "EngineUnavailableError",
     "ExportError",
     "ExportFailedError",
     "IncompleteStoreError",
@@ -26,6 +28,7 @@ __all__ = [
     "InsufficientSpaceError",
     "InvalidEventError",
     "InvalidInputError",
+    "InvalidLocationError",
     "InvalidTileError",
     "MissingExtraError",
     "NoItemsError",
@@ -53,6 +56,10 @@ class InvalidTileError(ExportError, ValueError):
 
 class UnsupportedTargetError(ExportError, ValueError):
     """``out_dir`` names a protocol that no installed fsspec implementation handles."""
+
+
+class InvalidLocationError(ExportError, ValueError):
+    """No output folder name can be derived from an input's path or URL."""
 
 
 class InvalidEventError(InvalidTileError):
@@ -146,6 +153,17 @@ class DuplicateItemError(ExportError, ValueError):
 
 class CatalogError(ExportError):
     """Loading the collection and its items into a STAC catalog database (pgstac) failed."""
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+class BatchInputError(ExportError, ValueError):
+    """The inputs of a batch cannot be resolved into tiles; raised before anything is written."""
+
+
+class EngineUnavailableError(ExportError, ImportError):
+    """A batch engine (``dask``, ``ray``) is not installed or its cluster cannot be reached."""
 
 
 class _Summary(Protocol):

@@ -294,6 +294,34 @@ class Storage:
         """The bytes stored under ``rel``."""
         return bytes(self._retry(f"read {rel}", lambda: self.fs.cat_file(self.path(rel))))
 
+    def sizes(self) -> dict[str, int]:
+        """Size of every object below the root, keyed by path relative to it, from one recursive listing."""
+        base = self.root.rstrip("/")
+
+        def listing() -> dict[str, int]:
+            try:
+                found = self.fs.find(base, detail=True)
+            except FileNotFoundError:
+                return {}
+            return {
+                str(path)[len(base) :].lstrip("/"): int(info.get("size") or 0)
+                for path, info in found.items()
+                if str(path).startswith(base) and info.get("type", "file") != "directory"
+            }
+
+        return self._retry("list", listing)
+
+    def read_many(self, rels: list[str]) -> dict[str, bytes]:
+        """The bytes of several objects, fetched concurrently where the filesystem can (s3fs batches ``cat``)."""
+        if not rels:
+            return {}
+        paths = {self.path(rel): rel for rel in rels}
+        blobs = self._retry("read", lambda: self.fs.cat(list(paths), on_error="raise"))
+        if not isinstance(blobs, dict):  # a single path comes back as bytes
+            return {rels[0]: bytes(blobs)}
+        found = {str(k).rstrip("/"): bytes(v) for k, v in blobs.items()}
+        return {rel: found[path] for path, rel in paths.items() if path in found}
+
     def describe(self, rel: str) -> StoredObject:
         """Re-read ``rel`` and report its actual size and checksum (streaming, constant memory)."""
 

@@ -51,6 +51,7 @@ from darts_export.errors import (
     StorageError,
     require_extra,
 )
+from darts_export.locations import RUNS_FOLDER
 from darts_export.products import ITEM_NAME, MediaType
 from darts_export.stac.item import COLLECTION_NAME, DEFAULT_COLLECTION, METADATA_PREFIX, normalise_href_base
 from darts_export.storage import Storage
@@ -103,7 +104,11 @@ def find_items(storage: Storage) -> tuple[str, ...]:
     for full in found:
         rel = str(full)[len(base) :].lstrip("/") if str(full).startswith(base) else str(full)
         parts = rel.split("/")
-        if parts[-1] != ITEM_NAME or any(p.endswith(_SKIPPED_DIR_SUFFIXES) for p in parts[:-1]):
+        if (
+            parts[-1] != ITEM_NAME
+            or parts[0] == RUNS_FOLDER
+            or any(p.endswith(_SKIPPED_DIR_SUFFIXES) for p in parts[:-1])
+        ):
             continue
         rels.append(rel)
     return tuple(sorted(rels))
