@@ -162,8 +162,8 @@ class BatchInputError(ExportError, ValueError):
     """The inputs of a batch cannot be resolved into tiles; raised before anything is written."""
 
 
-class EngineUnavailableError(ExportError, ImportError):
-    """A batch engine (``dask``, ``ray``) is not installed or its cluster cannot be reached."""
+class EngineUnavailableError(ExportError, RuntimeError):
+    """A batch engine's cluster cannot be reached or started, or it lost a tile's worker for good."""
 
 
 class _Summary(Protocol):

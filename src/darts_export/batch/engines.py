@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 from darts_export.batch.worker import TileResult, TileTask, failed_result, run_tile
-from darts_export.errors import EngineUnavailableError
+from darts_export.errors import EngineUnavailableError, require_extra
 
 __all__ = [
     "FULL_TILE_BYTES",
@@ -35,6 +35,7 @@ __all__ = [
     "available_memory",
     "fitting_workers",
     "make_engine",
+    "require_engine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ class Engine(Protocol):
 
     def run(self, tasks: Sequence[TileTask], on_result: OnResult) -> None:
         """Run every task, calling ``on_result`` (in this thread) once per task as each finishes."""
+
+
+def require_engine(name: EngineName) -> None:
+    """Raise :class:`~darts_export.errors.MissingExtraError` unless the engine's packages are installed."""
+    if name == "dask":
+        require_extra("distributed", extra="dask", feature="The dask engine")
+    elif name == "ray":
+        require_extra("ray.data", extra="ray", feature="The ray engine")
 
 
 def available_memory() -> int:
@@ -178,13 +187,10 @@ class DaskEngine:
         self._cluster: Any = None
 
     def __enter__(self) -> Self:
-        try:
-            import dask
-            from distributed import Client, LocalCluster
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                f"The dask engine needs distributed ({exc}); install it with: pip install 'darts-export[dask]'."
-            ) from exc
+        require_engine("dask")
+        import dask
+        from distributed import Client, LocalCluster
+
         started = time.perf_counter()
         try:
             if self.scheduler:
@@ -286,13 +292,10 @@ class RayEngine:
         self._owned = False
 
     def __enter__(self) -> Self:
-        try:
-            import ray
-            import ray.data
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                f"The ray engine needs ray[data] ({exc}); install it with: pip install 'darts-export[ray]'."
-            ) from exc
+        require_engine("ray")
+        import ray
+        import ray.data
+
         started = time.perf_counter()
         if not ray.is_initialized():
             try:

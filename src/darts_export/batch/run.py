@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from darts_export.batch.engines import FULL_TILE_BYTES, EngineName, fitting_workers, make_engine
+from darts_export.batch.engines import FULL_TILE_BYTES, EngineName, fitting_workers, make_engine, require_engine
 from darts_export.batch.ledger import BatchSummary, ledger_paths, write_ledger
 from darts_export.batch.plan import complete_outputs, outputs_for, resolve_inputs
 from darts_export.batch.worker import TileResult, TileTask
@@ -100,7 +100,8 @@ def export_many(
     Raises:
         BatchInputError: the inputs cannot be resolved, or two share an output folder.
         InvalidTileError: bad bands, subsets or metadata.
-        EngineUnavailableError: the engine is not installed or its cluster cannot be reached.
+        MissingExtraError: the engine's extra (``dask``, ``ray``) is not installed.
+        EngineUnavailableError: the engine's cluster cannot be reached.
         StorageError: the output prefix cannot be listed, or the ledger cannot be written.
     """
     started_at = datetime.now(UTC)
@@ -115,6 +116,7 @@ def export_many(
     if not band_list:
         raise InvalidTileError(f"bands must name at least one product, e.g. {list(DEFAULT_BANDS)}.")
     plan_products(band_list, subset_list, debug=debug)
+    require_engine(engine)
     meta = _json_copy(metadata)
     prefix = os.fspath(output_prefix).rstrip("/")
     storage = Storage.open(prefix, storage_options)
