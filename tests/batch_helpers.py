@@ -20,11 +20,13 @@ def input_tile(index: int, size: int = 64) -> xr.Dataset:
     return tile.assign_coords(x=tile.x + index * size * 10.0)
 
 
-def put_inputs(url: str, count: int, options: Mapping[str, Any] | None, *, size: int = 64) -> list[str]:
-    """Write ``count`` input stores ``<url>/T<i>/tile.zarr``; return their URLs."""
+def put_inputs(
+    url: str, count: int, options: Mapping[str, Any] | None, *, size: int = 64, only: int | None = None
+) -> list[str]:
+    """Write ``count`` input stores ``<url>/T<i>/tile.zarr`` (or just the one numbered ``only``); return their URLs."""
     cached = {k: v for k, v in (options or {}).items() if k != "skip_instance_cache"} or None
     stores = []
-    for i in range(count):
+    for i in range(count) if only is None else [only]:
         store = f"{url.rstrip('/')}/T{i:02d}/tile.zarr"
         with warnings.catch_warnings():
             # zarr 3 warns that consolidated metadata is not (yet) part of the v3 spec; producers write it anyway.

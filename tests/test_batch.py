@@ -148,7 +148,7 @@ def test_local_pool_exports_skips_and_records_a_corrupt_input(
     assert [r["status"] for r in rows] == ["exported", "failed", "exported", "exported"]
     assert all(r["worker"] and r["seconds"] > 0 for r in rows)
 
-    put_inputs(f"s3://{s3_bucket}/inputs", 2, options)  # T01 repaired
+    put_inputs(f"s3://{s3_bucket}/inputs", 4, options, only=1)  # T01 repaired
     second = export_many(f"s3://{s3_bucket}/inputs", prefix, workers=2, storage_options=options)
     assert [r.status for r in second.results] == ["skipped", "exported", "skipped", "skipped"]
     assert_consistent(second, inputs, options)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 import uuid
@@ -271,7 +272,9 @@ class DaskEngine:
 
 
 def _ray_export(row: dict[str, Any]) -> dict[str, Any]:
-    return {"index": row["index"], "result": run_tile(row["task"])}
+    # Rows hold pickled bytes: Arrow stores them as a binary column, with no conversion attempt per row.
+    result = run_tile(pickle.loads(row["task"]))  # noqa: S301 - bytes this batch pickled itself
+    return {"index": row["index"], "result": pickle.dumps(result)}
 
 
 class RayEngine:
@@ -334,14 +337,14 @@ class RayEngine:
             warnings.simplefilter("ignore", DeprecationWarning)
             context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        items = [{"index": i, "task": task} for i, task in enumerate(tasks)]
+        items = [{"index": i, "task": pickle.dumps(task)} for i, task in enumerate(tasks)]
         # Ray Data re-runs a task whose worker died by its own policy (no limit), as in the DARTS pipeline.
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(_ray_export, num_cpus=1)
         done: set[int] = set()
         try:
             for row in dataset.iter_rows():
                 done.add(int(row["index"]))
-                on_result(row["result"])
+                on_result(pickle.loads(row["result"]))  # noqa: S301 - pickled by _ray_export above
         except Exception as exc:  # the dataset failed: every tile without a result is recorded as failed
             logger.error("the Ray dataset failed: %s", exc)
             for i, task in enumerate(tasks):
