@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from darts_export import locations
 from darts_export.cloud.config import HandlerConfig
-from darts_export.errors import ConfigurationError, InvalidEventError, InvalidTileError
+from darts_export.errors import ConfigurationError, InvalidEventError, InvalidLocationError, InvalidTileError
 from darts_export.inputs import NETCDF_SUFFIXES, ZARR_SUFFIXES
 from darts_export.products import DEFAULT_BANDS, plan_products
 
@@ -64,18 +65,11 @@ def parse_event(event: object, config: HandlerConfig) -> tuple[ExportRequest, ..
 
 
 def output_for_input(input_url: str, output_prefix: str) -> str:
-    """The output folder of an input store: ``output_prefix/<folder holding the store>``.
-
-    At the bucket root, the store's own name without ``.zarr``/``.nc`` is used instead.
-    """
-    protocol, _, rest = input_url.rstrip("/").rpartition("://")
-    parts = rest.split("/")
-    if protocol and len(parts) > 1:
-        parts = parts[1:]  # drop the bucket
-    name = parts[-2] if len(parts) > 1 else parts[-1].rsplit(".", 1)[0]
-    if name in ("", ".", ".."):
-        raise InvalidEventError(f"Cannot derive an output folder name from input {input_url!r}.")
-    return f"{output_prefix.rstrip('/')}/{name}"
+    """The output folder of an input store (:func:`darts_export.locations.output_for_input`, shared with the batch)."""
+    try:
+        return locations.output_for_input(input_url, output_prefix)
+    except InvalidLocationError as exc:
+        raise InvalidEventError(str(exc)) from exc
 
 
 def _request_from_direct(event: Mapping[str, Any], config: HandlerConfig) -> ExportRequest:
