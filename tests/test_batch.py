@@ -134,7 +134,7 @@ def test_local_pool_exports_skips_and_records_a_corrupt_input(
     corrupt_store(inputs[1], options)
     prefix = f"s3://{s3_bucket}/exports"
 
-    first = export_many(f"s3://{s3_bucket}/inputs", prefix, workers=2, storage_options=options)
+    first = export_many(f"s3://{s3_bucket}/inputs", prefix, workers=2, bands=BANDS, storage_options=options)
 
     assert first.counts == {"exported": 3, "skipped": 0, "failed": 1}
     assert not first.ok
@@ -149,7 +149,7 @@ def test_local_pool_exports_skips_and_records_a_corrupt_input(
     assert all(r["worker"] and r["seconds"] > 0 for r in rows)
 
     put_inputs(f"s3://{s3_bucket}/inputs", 4, options, only=1)  # T01 repaired
-    second = export_many(f"s3://{s3_bucket}/inputs", prefix, workers=2, storage_options=options)
+    second = export_many(f"s3://{s3_bucket}/inputs", prefix, workers=2, bands=BANDS, storage_options=options)
     assert [r.status for r in second.results] == ["skipped", "exported", "skipped", "skipped"]
     assert_consistent(second, inputs, options)
 
