@@ -60,3 +60,19 @@ def test_lazy_names_resolve_to_their_modules() -> None:
         assert getattr(darts_export, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = darts_export.nope  # type: ignore[attr-defined]
+
+
+def test_names_shadowed_by_submodules_stay_functions() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import darts_export.verify, darts_export.export; from darts_export import verify; "
+            "import inspect; print(inspect.isfunction(verify))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "True"

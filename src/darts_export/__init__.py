@@ -26,11 +26,14 @@ from darts_export.errors import (
 from darts_export.manifest import Artifact, Manifest
 from darts_export.products import DEFAULT_BANDS, Product
 
+# Eager, and light (fsspec only): the function `verify` shares its name with the submodule, and
+# importing a submodule sets the package attribute of its name, which would hide a lazy function.
+from darts_export.verify import VerificationReport, missing_outputs, verify
+
 if TYPE_CHECKING:
     from darts_export.export import export_tile
     from darts_export.formats.cog import CogOptions
     from darts_export.synthetic import make_synthetic_tile
-    from darts_export.verify import VerificationReport, missing_outputs, verify
 
 __all__ = [
     "DEFAULT_BANDS",
@@ -58,9 +61,6 @@ _LAZY = {
     "export_tile": "darts_export.export",
     "CogOptions": "darts_export.formats.cog",
     "make_synthetic_tile": "darts_export.synthetic",
-    "VerificationReport": "darts_export.verify",
-    "missing_outputs": "darts_export.verify",
-    "verify": "darts_export.verify",
 }
 
 
