@@ -387,6 +387,7 @@ def _input_bands(
         land = 1.0 - f[7]
         for row in (1, 2, 4):
             f[row] *= land
+        f[3] *= 0.3 + 0.7 * land  # calm water: less texture, and no negative reflectance
         # einsum's own loops: OpenBLAS would start threads for these thin products and spin them.
         np.einsum("bf,frc->brc", matrix[:n_float], f, out=floats[:, block])
         np.einsum("bf,frc->brc", matrix[n_float:], f, out=index[:, :n])
