@@ -43,11 +43,17 @@ def imported_modules(statement: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["darts_export"])
+@pytest.mark.parametrize("module", ["darts_export", "darts_export.cli", "darts_export.cloud"])
 def test_import_loads_no_heavy_library(module: str) -> None:
     loaded = imported_modules(f"import {module}")
     assert module.split(".")[0] in loaded
     assert not loaded & HEAVY, f"import {module} loads {sorted(loaded & HEAVY)}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["export", "--help"], ["demo", "--help"]])
+def test_cli_help_loads_no_heavy_library(args: list[str]) -> None:
+    loaded = imported_modules(f"import sys; from darts_export.cli import main; sys.argv[1:] = {args!r}; main()")
+    assert not loaded & HEAVY, f"darts-export {' '.join(args)} loads {sorted(loaded & HEAVY)}"
 
 
 def test_lazy_names_resolve_to_their_modules() -> None:
@@ -59,7 +65,7 @@ def test_lazy_names_resolve_to_their_modules() -> None:
     for name in darts_export.__all__:
         assert getattr(darts_export, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = darts_export.nope  # type: ignore[attr-defined]
+        _ = darts_export.nope
 
 
 def test_names_shadowed_by_submodules_stay_functions() -> None:
@@ -67,7 +73,7 @@ def test_names_shadowed_by_submodules_stay_functions() -> None:
         [
             sys.executable,
             "-c",
-            "import darts_export.verify, darts_export.export; from darts_export import verify; "
+            "import darts_export.verify; from darts_export import verify; "
             "import inspect; print(inspect.isfunction(verify))",
         ],
         capture_output=True,
@@ -76,3 +82,22 @@ def test_names_shadowed_by_submodules_stay_functions() -> None:
         timeout=60,
     )
     assert done.stdout.strip() == "True"
+
+
+def test_media_types_are_pystacs() -> None:
+    import pystac
+
+    from darts_export.products import MediaType
+
+    pystac_names = {
+        "COG": "COG",
+        "GEOPARQUET": "VND_APACHE_PARQUET",
+        "GEOPACKAGE": "GEOPACKAGE",
+        "JPEG": "JPEG",
+        "JSON": "JSON",
+        "GEOJSON": "GEOJSON",
+        "ZARR": "VND_ZARR",
+    }
+    assert {m.name: m.value for m in MediaType} == {
+        ours: pystac.MediaType[theirs].value for ours, theirs in pystac_names.items()
+    }

@@ -18,14 +18,16 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
-import xarray as xr
 from fsspec.utils import get_protocol
 
 from darts_export.errors import IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
 from darts_export.storage import url_problem
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "NETCDF_SUFFIXES",
@@ -119,6 +121,8 @@ def _open(
     mask_and_scale: bool | dict[str, bool],
     require_consolidated: bool,
 ) -> xr.Dataset:
+    import xarray as xr
+
     common: dict[str, Any] = {"decode_coords": "all", "mask_and_scale": mask_and_scale, "storage_options": options}
     if fmt == "netcdf":
         return xr.open_dataset(path, engine="h5netcdf", **common)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, cast
 
-import pystac
-
 from darts_export.errors import InvalidTileError
 
 __all__ = [
@@ -89,15 +87,19 @@ class Kind(StrEnum):
 
 
 class MediaType(StrEnum):
-    """Media types of the artifacts: pystac's values, so STAC clients recognise them."""
+    """Media types of the artifacts: pystac's values, so STAC clients recognise them.
 
-    COG = pystac.MediaType.COG.value
-    GEOPARQUET = pystac.MediaType.VND_APACHE_PARQUET.value
-    GEOPACKAGE = pystac.MediaType.GEOPACKAGE.value
-    JPEG = pystac.MediaType.JPEG.value
-    JSON = pystac.MediaType.JSON.value
-    GEOJSON = pystac.MediaType.GEOJSON.value
-    ZARR = pystac.MediaType.VND_ZARR.value  # application/vnd.zarr; pystac's ZARR (vnd+zarr) is deprecated
+    Spelled out rather than read from ``pystac.MediaType``, whose import (all of pystac) would
+    otherwise be paid by ``import darts_export``; tests/test_imports.py asserts they are equal.
+    """
+
+    COG = "image/tiff; application=geotiff; profile=cloud-optimized"
+    GEOPARQUET = "application/vnd.apache.parquet"
+    GEOPACKAGE = "application/geopackage+sqlite3"
+    JPEG = "image/jpeg"
+    JSON = "application/json"
+    GEOJSON = "application/geo+json"
+    ZARR = "application/vnd.zarr"  # pystac's ZARR (vnd+zarr) is deprecated
 
 
 @dataclass(frozen=True, kw_only=True)

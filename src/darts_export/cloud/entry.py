@@ -21,11 +21,7 @@ from darts_export.cloud.config import HandlerConfig
 from darts_export.cloud.events import ExportRequest, parse_event
 from darts_export.cloud.resources import check_resources
 from darts_export.errors import ExportFailedError, IncompleteStoreError
-from darts_export.export import export_tile
-from darts_export.inputs import open_tile
-from darts_export.metadata import named_tile_id
 from darts_export.products import MANIFEST_NAME, plan_products
-from darts_export.verify import verify
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -82,6 +78,9 @@ def handler(event: object, context: object = None) -> list[dict[str, Any]]:
 
 def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
     """Export one request unless a verified export already exists; never raises for export failures."""
+    from darts_export.export import export_tile  # the array libraries load on the first request
+    from darts_export.verify import verify
+
     started = time.perf_counter()
     out_options = config.storage_options(request.output)
 
@@ -137,6 +136,8 @@ def _with_folder_tile_id(request: ExportRequest, tile: xr.Dataset) -> Mapping[st
 
     The output rule already made that folder name the last part of ``request.output``.
     """
+    from darts_export.metadata import named_tile_id
+
     if request.source == "direct" or named_tile_id(request.metadata, tile.attrs) is not None:
         return request.metadata
     return {**request.metadata, "tile_id": request.output.rstrip("/").rsplit("/", 1)[-1]}
@@ -144,6 +145,8 @@ def _with_folder_tile_id(request: ExportRequest, tile: xr.Dataset) -> Mapping[st
 
 def _open_tile(request: ExportRequest, options: Mapping[str, Any] | None) -> xr.Dataset | None:
     """Open the input lazily (each variable is read once, on first use); ``None`` while a store is incomplete."""
+    from darts_export.inputs import open_tile
+
     try:
         return open_tile(request.input, storage_options=options, require_consolidated=request.require_consolidated)
     except IncompleteStoreError as exc:
