@@ -10,8 +10,9 @@ import pytest
 from numpy.typing import NDArray
 from rasterio.io import MemoryFile
 
+from darts_export.formats import cog
 from darts_export.formats.cog import encode_cog
-from darts_export.formats.rasters import probabilities_to_percent
+from darts_export.formats.rasters import MaskBytes, probabilities_to_percent
 from darts_export.tile import TileView
 from helpers import expected_percent
 
@@ -87,3 +88,19 @@ def test_percent_fills_a_caller_array_band_by_band() -> None:
     np.testing.assert_array_equal(out, expected_percent(p))
     with pytest.raises(ValueError, match="uint8 of shape"):
         probabilities_to_percent(p, np.zeros((50, 41), dtype=np.uint8))
+
+
+def test_a_band_computed_by_rows_gives_the_same_cog_as_its_array(
+    view: TileView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cog, "_WRITE_BLOCK_BYTES", 256 * 50)  # several blocks, the last one short
+    mask = view.array("binarized_segmentation")
+    probabilities = view.array("probabilities")
+    rows = MaskBytes(mask, probabilities, lambda block, out: np.isnan(block, out=out))
+    whole = np.where(np.isnan(probabilities), 255, mask).astype(np.uint8)
+    assert (whole == 255).any()
+    np.testing.assert_array_equal(np.asarray(rows), whole)
+    by_rows = encode_cog([rows], view.georef, nodata=255)
+    assert by_rows == encode_cog([whole], view.georef, nodata=255)
+    with MemoryFile(by_rows.data) as mf, mf.open() as ds:
+        np.testing.assert_array_equal(ds.read(1), whole)

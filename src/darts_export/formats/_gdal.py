@@ -4,14 +4,15 @@ Every format module does its GDAL work inside :func:`local_gdal_env` and traces 
 with :func:`polygonize`; GDAL configuration options that pyogrio reads are set through
 :func:`gdal_config`. Nothing here touches a path outside GDAL's in-memory filesystems.
 
-Warnings policy: darts-export never changes the warning filters — not at import time, not
-in the CLI, not around a call. ``warnings.catch_warnings`` swaps the process-wide filter
-list and is not thread-safe before Python 3.14, and the export encodes on several threads,
-so a filter set around one call can vanish (or stay) because of another thread. Instead,
-the encoders give rasterio no reason to warn: rasterio's ``NotGeoreferencedWarning`` for
-its own temporary array datasets (``rasterio.features.shapes`` on a NumPy array wraps it
-in a dataset without a transform and hides the warning with ``catch_warnings``) is avoided
-by tracing from datasets that are georeferenced from their creation.
+Warnings policy: no warning filter is set at import time or process-wide (the CLI
+included), and the GDAL work sets none around a call either: ``warnings.catch_warnings``
+swaps the process-wide filter list and is not thread-safe before Python 3.14, and the
+export encodes on several threads, so a filter set around one call can vanish (or stay)
+because of another thread. Instead, the encoders give rasterio no reason to warn:
+rasterio's ``NotGeoreferencedWarning`` for its own temporary array datasets
+(``rasterio.features.shapes`` on a NumPy array wraps it in a dataset without a transform
+and hides the warning with ``catch_warnings``) is avoided by tracing from datasets that
+are georeferenced from their creation.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
+from rasterio.windows import Window
 
 from darts_export.formats._gdal import local_gdal_env
 
@@ -27,12 +28,29 @@ if TYPE_CHECKING:
 
     from darts_export.tile import GeoRef
 
-__all__ = ["BandStatistics", "CogOptions", "EncodedCog", "RasterBand", "Resampling", "encode_cog"]
+__all__ = ["BandRows", "BandStatistics", "CogOptions", "EncodedCog", "RasterBand", "Resampling", "encode_cog"]
 
 logger = logging.getLogger(__name__)
 
 Compression = Literal["ZSTD", "DEFLATE", "LZW", "LERC_ZSTD", "NONE"]
 Resampling = Literal["NEAREST", "MODE", "AVERAGE", "BILINEAR", "CUBIC"]
+
+_WRITE_BLOCK_BYTES = 1 << 20  # a BandRows band is computed and written this much at a time (stays in L2)
+
+
+class BandRows(Protocol):
+    """A 2-D band computed a block of rows at a time, so that no full-size copy of it is made."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(height, width)."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype of every block."""
+
+    def __getitem__(self, rows: slice, /) -> NDArray[Any]:
+        """The band's ``rows`` (a slice with step 1) as an array."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +123,7 @@ class RasterBand:
 
 
 def encode_cog(
-    bands: Sequence[NDArray[np.generic]],
+    bands: Sequence[NDArray[Any] | BandRows],
     georef: GeoRef,
     *,
     nodata: float | None,
@@ -122,7 +140,8 @@ def encode_cog(
     bands' ``STATISTICS_*`` metadata, which GIS clients use for their default stretch.
 
     Args:
-        bands: One north-up 2-D array per band, all of ``georef.shape`` and one dtype.
+        bands: One north-up 2-D array (or :class:`BandRows`) per band, all of ``georef.shape``
+            and one dtype.
         georef: CRS and transform of the arrays.
         nodata: The nodata value written to the file (``nan`` for float bands, or ``None``).
         descriptions: Band descriptions (GDAL ``DESCRIPTION``), one per band.
@@ -157,7 +176,10 @@ def encode_cog(
     }
     with local_gdal_env(), rasterio.open("", "w", **profile) as mem:
         for index, band in enumerate(bands, start=1):
-            mem.write(np.ascontiguousarray(band), index)
+            if isinstance(band, np.ndarray):
+                mem.write(np.ascontiguousarray(band), index)
+            else:
+                _write_rows(mem, band, index)
             if descriptions:
                 mem.set_band_description(index, descriptions[index - 1])
         if tags:
@@ -176,6 +198,15 @@ def encode_cog(
         len(data),
     )
     return EncodedCog(data=data, statistics=statistics)
+
+
+def _write_rows(dataset: rasterio.io.DatasetWriter, band: BandRows, index: int) -> None:
+    """Write ``band`` into band ``index`` of ``dataset`` a block of rows at a time."""
+    height, width = band.shape
+    rows = max(1, _WRITE_BLOCK_BYTES // max(1, width * band.dtype.itemsize))
+    for top in range(0, height, rows):
+        block = np.ascontiguousarray(band[top : top + rows])
+        dataset.write(block, index, window=Window(0, top, width, block.shape[0]))
 
 
 def _gdal_statistics(dataset: rasterio.io.DatasetWriter, index: int) -> BandStatistics:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from darts_export.tile import TileView
 
 __all__ = [
+    "MaskBytes",
     "RasterContent",
     "band_raster",
     "mask_raster",
@@ -44,7 +45,8 @@ _BLOCK_PIXELS = 1 << 17  # 1 MiB of float64: fits in L2
 class RasterContent:
     """What a raster product's COG holds: same-shaped 2-D bands of one dtype, and how to read them."""
 
-    arrays: tuple[NDArray[Any], ...]
+    arrays: tuple[NDArray[Any] | MaskBytes, ...]
+    """One 2-D band each; a :class:`MaskBytes` is computed a block of rows at a time."""
     names: tuple[str, ...]
     nodata: float | None
     resampling: Literal["NEAREST", "AVERAGE"]
@@ -117,9 +119,9 @@ def mask_raster(
     """
     mask = view.array(variable)
     if extent is not None:
-        data = _with_nodata(mask, view.array(extent), _not_positive)
+        data: NDArray[np.uint8] | MaskBytes = MaskBytes(mask, view.array(extent), _not_positive)
     elif probabilities is not None:
-        data = _with_nodata(mask, view.array(probabilities), lambda block, out: np.isnan(block, out=out))
+        data = MaskBytes(mask, view.array(probabilities), lambda block, out: np.isnan(block, out=out))
     else:
         data = _as_uint8_mask(mask)
     return RasterContent(arrays=(data,), names=(variable,), nodata=PROBABILITY_NODATA, resampling="NEAREST")
@@ -130,23 +132,46 @@ def _not_positive(block: NDArray[Any], out: NDArray[np.bool_]) -> None:
     np.logical_not(out, out=out)
 
 
-def _with_nodata(
-    mask: NDArray[Any],
-    source: NDArray[Any],
-    invalid: Callable[[NDArray[Any], NDArray[np.bool_]], object],
-) -> NDArray[np.uint8]:
-    """``mask`` as 0/1 bytes, :data:`PROBABILITY_NODATA` where ``invalid(source)``; a few rows at a time."""
-    height = mask.shape[0]
-    rows = max(1, _BLOCK_PIXELS // max(math.prod(mask.shape[1:]), 1))
-    out = np.empty(mask.shape, dtype=np.uint8)
-    outside = np.empty((rows, *mask.shape[1:]), dtype=np.bool_)
-    for start in range(0, height, rows):
-        block = out[start : start + rows]
-        here = outside[: block.shape[0]]
-        np.not_equal(mask[start : start + rows], 0, out=block, casting="unsafe")
-        invalid(source[start : start + rows], here)
-        block[here] = PROBABILITY_NODATA
-    return out
+class MaskBytes:
+    """A mask as 0/1 bytes, :data:`PROBABILITY_NODATA` where ``invalid(source)``, a block of rows at a time.
+
+    Computed as the COG encoder writes it, so the export holds no full-size copy of it
+    (``encode_cog`` takes it as a ``BandRows``).
+    """
+
+    def __init__(
+        self,
+        mask: NDArray[Any],
+        source: NDArray[Any],
+        invalid: Callable[[NDArray[Any], NDArray[np.bool_]], object],
+    ) -> None:
+        if mask.shape != source.shape:
+            raise ValueError(f"mask has shape {mask.shape} but the validity source has {source.shape}")
+        self._mask, self._source, self._invalid = mask, source, invalid
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(height, width)."""
+        return tuple(self._mask.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Always uint8."""
+        return np.dtype(np.uint8)
+
+    def __getitem__(self, rows: slice, /) -> NDArray[np.uint8]:
+        """The bytes of ``rows``."""
+        mask = self._mask[rows]
+        out = np.empty(mask.shape, dtype=np.uint8)
+        np.not_equal(mask, 0, out=out, casting="unsafe")
+        outside = np.empty(mask.shape, dtype=np.bool_)
+        self._invalid(self._source[rows], outside)
+        out[outside] = PROBABILITY_NODATA
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NDArray[Any]:
+        """The whole band (a full-size copy: for tests and debugging)."""
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 def _as_uint8_mask(mask: NDArray[Any]) -> NDArray[np.uint8]:
