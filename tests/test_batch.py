@@ -16,11 +16,13 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from batch_helpers import assert_consistent, corrupt_store, input_tile, put_inputs
 from darts_export.batch import BatchSummary, TileResult, export_many
 from darts_export.batch.plan import complete_outputs, outputs_for, resolve_inputs
 from darts_export.batch.worker import TileTask, run_tile
+from darts_export.cli.main import ExitCode, main
 from darts_export.errors import BatchInputError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS, expected_paths
 from darts_export.storage import Storage
@@ -121,6 +123,31 @@ def test_an_export_is_complete_only_with_every_artifact_at_its_size(tmp_path: Pa
     thumbnail = tmp_path / "out/T1/thumbnail.jpg"
     thumbnail.write_bytes(thumbnail.read_bytes()[:-1])
     assert complete_outputs(storage, prefix, [output], required) == {}
+
+
+def test_cli_batch_reports_failures_by_exit_code_and_resumes(tmp_path: Path) -> None:
+    for i in range(2):
+        input_tile(i).to_zarr(tmp_path / f"in/T{i:02d}/tile.zarr", mode="w", consolidated=False, zarr_format=3)
+    corrupt_store(str(tmp_path / "in/T01/tile.zarr"), None)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("".join(f"{tmp_path}/in/T{i:02d}/tile.zarr\n" for i in range(2)))
+    out = str(tmp_path / "out")
+    args = ["--workers", "1", "-b", "probabilities"]
+    runner = CliRunner()
+
+    first = runner.invoke(main, ["batch", str(tmp_path / "in"), out, *args, "--json"])
+
+    assert first.exit_code == ExitCode.FAILED, first.output
+    data = json.loads(first.stdout)
+    assert (data["tiles"], data["exported"], data["failed"]) == (2, 1, 1)
+    assert data["tiles_detail"][1]["error_type"] == "InvalidInputError"
+    input_tile(1).to_zarr(tmp_path / "in/T01/tile.zarr", mode="w", consolidated=False, zarr_format=3)
+    second = runner.invoke(main, ["batch", str(listing), out, *args])
+    assert second.exit_code == ExitCode.OK, second.output
+    assert "2 tiles, 1 exported, 1 skipped, 0 failed" in second.stdout
+    missing = runner.invoke(main, ["batch", str(tmp_path / "nowhere"), out])
+    assert missing.exit_code == ExitCode.BAD_INPUT
+    assert "does not exist" in missing.stderr
 
 
 # --- engines --------------------------------------------------------------------------------------

@@ -54,11 +54,11 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  success
-  1  verification failed, or a sync left exports behind
+  1  verification failed, a sync left exports behind, or a tile of a batch failed
   2  usage error (bad option, argument or URL)
   3  bad input: tile, band, subset, metadata, an unreadable INPUT, no export under ROOT,
      or an optional feature whose extra is not installed (the message says what to pip install)
-  4  storage error: target unreachable, or reading/writing failed
+  4  storage error: target unreachable, or reading/writing failed; a batch's cluster unreachable
   5  an export already exists at the target (--no-overwrite)
   6  the target was unreachable: the export was written to --fallback-dir instead"""
 

@@ -1,7 +1,8 @@
 """The ``darts-export`` command group: global options, and the subcommands from :mod:`.commands`.
 
 Commands: ``export`` (a tile saved as Zarr or NetCDF), ``demo`` (a synthetic tile),
-``verify``, ``sync`` (publish exports that fell back to a local folder) and ``stac``.
+``verify``, ``sync`` (publish exports that fell back to a local folder), ``stac`` and ``batch``
+(many input stores on a process pool, Dask or Ray).
 The global options ``--json`` (machine-readable result on stdout), ``-v``/``-q`` (log levels)
 and ``--storage-option KEY=VALUE`` / ``--storage-options-file`` go before or after the
 subcommand; ``s3://`` URLs otherwise use the standard AWS environment (``AWS_PROFILE``,
@@ -10,11 +11,11 @@ subcommand; ``s3://`` URLs otherwise use the standard AWS environment (``AWS_PRO
 Exit codes:
 
 * 0 — success;
-* 1 — verification failed, or a sync left exports behind;
+* 1 — verification failed, a sync left exports behind, or a tile of a batch failed;
 * 2 — usage error (bad option, argument or URL);
 * 3 — bad input: the tile, a band, a subset or the metadata, an input that cannot be opened, no
   export under the ROOT of ``stac``, or an optional feature whose extra is not installed;
-* 4 — storage error: the target is unreachable, or reading/writing it failed;
+* 4 — storage error: the target is unreachable, or reading/writing it failed; or a batch's cluster is unreachable;
 * 5 — an export already exists at the target (``--no-overwrite``);
 * 6 — the target was unreachable and the export was written to ``--fallback-dir`` instead.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import click
 
 from darts_export.__about__ import __version__
+from darts_export.cli.commands.batch import batch_command
 from darts_export.cli.commands.export import demo_command, export_command
 from darts_export.cli.commands.stac import stac_command
 from darts_export.cli.commands.sync import sync_command
@@ -48,5 +50,5 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(Settings)
 
 
-for _command in (export_command, demo_command, verify_command, sync_command, stac_command):
+for _command in (export_command, demo_command, verify_command, sync_command, stac_command, batch_command):
     main.add_command(_command)
