@@ -203,7 +203,7 @@ class DaskEngine:
                         threads_per_worker=1,
                         processes=True,
                         resources={EXPORT_RESOURCE: 1},
-                        dashboard_address=None,
+                        dashboard_address=":0",  # a free port (logged below); 8787 may be taken
                     )
                 self._client = Client(self._cluster)
             self._client.wait_for_workers(1, timeout=60)
@@ -217,10 +217,11 @@ class DaskEngine:
         self.workers = len(pids)
         self.startup_seconds = time.perf_counter() - started
         logger.info(
-            "dask engine: %d workers at %s in %.2f s",
+            "dask engine: %d workers at %s in %.2f s; dashboard %s",
             self.workers,
             self._client.scheduler.address,
             self.startup_seconds,
+            self._client.dashboard_link,
         )
         return self
 
