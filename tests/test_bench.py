@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_suite_runs_and_writes_its_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
+    args = ["--out", str(out), "--sizes", "96", "--repeat", "1", "--no-cold", "--no-debug", "--latencies", "5"]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--out", str(out), "--sizes", "96", "--repeat", "1"],
+        [sys.executable, str(ROOT / "bench" / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -22,10 +23,12 @@ def test_benchmark_suite_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "bench-96.json").read_text())
     rows = {(m["target"], m["what"]) for m in result["measurements"]}
-    products = {"probabilities", "binarized", "polygonized", "extent", "thumbnail", "all"}
-    assert {("local", p) for p in products} | {("s3", p) for p in products} | {("-", "floor (2 COGs)")} == rows
+    exports = {(t, w) for t in ("local", "s3", "s3 0 ms", "s3 5 ms") for w in ("default",)}
+    lazy = {("s3 input 5 ms", "export from S3 input"), ("s3 input 5 ms", "read needed bytes alone")}
+    assert rows == {("-", "floor (2 COGs)")} | exports | lazy
     for m in result["measurements"]:
         assert m["wall"] > 0
         assert m["bytes"] > 0
-    assert set(result["ratios"]) >= {"s3_over_local", "local_over_floor", "peak_extra_gib", "bytes_vs_original"}
-    assert "96×96" in done.stdout
+    assert set(result["ratios"]) >= {"s3_5ms_over_local", "lazy_over_memory_plus_read", "bytes_over_original"}
+    assert set(result["lazy_input"]["reads_per_chunk"].values()) == {1.0}  # each chunk of the input read once
+    assert "96×96" in (out / "bench-96.md").read_text()

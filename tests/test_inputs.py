@@ -12,7 +12,8 @@ import pytest
 import xarray as xr
 
 from darts_export.errors import ExportError, IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
-from darts_export.inputs import input_format, open_tile
+from darts_export.inputs import input_format, load_needed, open_tile
+from darts_export.products import plan_products
 from darts_export.synthetic import make_synthetic_tile
 
 FORMATS = ["zarr-consolidated", "zarr", "netcdf"]
@@ -171,3 +172,17 @@ def test_truncated_zarr_array_is_invalid_input(tile: xr.Dataset, tmp_path: Path)
 )
 def test_input_format(source: str, expected: str) -> None:
     assert input_format(source) == expected
+
+
+def test_load_needed_reads_what_the_export_needs_once_and_keeps_the_tile_lazy(tile: xr.Dataset, tmp_path: Path) -> None:
+    url = str(tmp_path / "tile.zarr")
+    write(tile, url, "zarr-consolidated")
+    with open_tile(url) as lazy:
+        loaded = load_needed(lazy, plan_products(["probabilities", "thumbnail"], ()))
+        in_memory = {str(n) for n in loaded.data_vars if loaded[n].variable._in_memory}
+        assert in_memory == {"probabilities", "red", "green", "blue", "extent", "binarized_segmentation"}
+        assert not lazy["nir"].variable._in_memory  # what the export does not need is never read
+        xr.testing.assert_identical(loaded.load(), lazy.load())
+        everything = load_needed(lazy, plan_products(["metadata"], (), debug=True))
+        assert all(everything[n].variable._in_memory for n in everything.data_vars)
+    assert load_needed(tile, plan_products(["probabilities"], ())) is tile  # in memory already: as it is

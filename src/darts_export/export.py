@@ -25,6 +25,7 @@ from darts_export.errors import ArtifactExistsError, ExportError, TargetUnreacha
 from darts_export.formats.cog import CogOptions, RasterBand
 from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.formats.zarr_store import write_debug_store
+from darts_export.inputs import load_needed
 from darts_export.manifest import Artifact, Manifest
 from darts_export.metadata import EXPORT_DATE_KEY, ExportMetadata, decide_metadata
 from darts_export.preflight import check_arguments, check_variables, flag, open_target
@@ -130,6 +131,7 @@ def export_tile(
     started = time.perf_counter()
     view = TileView(tile)
     planned = plan_products(bands, ensemble_subsets, debug=flag(debug, "debug"))
+    view = TileView(load_needed(tile, planned))  # a lazily opened tile is read once, not per product
     check_variables(planned, view)
     meta = decide_metadata(metadata, view.dataset.attrs, view.georef)
     check_arguments(overwrite=overwrite, fallback_dir=fallback_dir, cog_options=cog_options, progress=progress)

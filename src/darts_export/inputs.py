@@ -3,7 +3,9 @@
 The CLI and the cloud handler both read their input through :func:`open_tile`, so a tile opens
 the same way everywhere:
 
-* lazily: arrays are read from storage on first use, once;
+* lazily: nothing but metadata is read on opening; :func:`load_needed` (which ``export_tile``
+  calls) then reads every variable an export needs once, all of them at the same time, each with
+  the store's concurrent chunk reads, instead of once per product that uses it;
 * values as stored: no CF masking, so an integer band with a ``_FillValue`` keeps its dtype and
   its nodata value; only variables with ``scale_factor``/``add_offset`` are decoded;
 * with coordinates decoded (``decode_coords="all"``), so rioxarray finds the CRS (``tile.rio.crs``).
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +27,7 @@ import fsspec
 from fsspec.utils import get_protocol
 
 from darts_export.errors import IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
+from darts_export.products import Kind, PlannedProduct
 from darts_export.storage import url_problem
 
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ __all__ = [
     "ZARR_SUFFIXES",
     "InputFormat",
     "input_format",
+    "load_needed",
     "open_tile",
 ]
 
@@ -158,3 +163,37 @@ def _check_netcdf_signature(name: str, path: str, options: dict[str, Any] | None
         )
     if head != _HDF5_SIGNATURE:
         raise InvalidInputError(f"Cannot open {name!r} as a NetCDF file: it does not start with the HDF5 signature.")
+
+
+_LOAD_THREADS = 8  # variables read at once; each read already fetches its chunks concurrently
+
+
+def load_needed(tile: xr.Dataset, planned: Iterable[PlannedProduct]) -> xr.Dataset:
+    """``tile`` with every variable the planned products read in memory; ``tile`` itself is unchanged.
+
+    A tile opened lazily (:func:`open_tile`, or dask-backed) would otherwise be read from storage
+    by each product and check that uses a variable, one after another. Here each needed variable
+    is read once, all at the same time. Variables already in memory are used as they are (no copy);
+    with a debug store planned, every data variable is needed.
+
+    Raises:
+        InputReadError: reading a variable failed (connection, permissions, a corrupt chunk).
+    """
+    planned = tuple(planned)
+    if any(p.kind is Kind.DEBUG_STORE for p in planned):
+        wanted: Iterable[object] = tile.data_vars
+    else:
+        wanted = dict.fromkeys(v for p in planned for v in (*p.required, *p.optional))
+    names = [str(n) for n in wanted if n in tile.data_vars and not tile[n].variable._in_memory]
+    if not names:
+        return tile
+    try:
+        with ThreadPoolExecutor(min(_LOAD_THREADS, len(names)), thread_name_prefix="darts-read") as pool:
+            values = dict(zip(names, pool.map(lambda n: tile[n].variable.values, names), strict=True))
+    except OSError as exc:
+        raise InputReadError(f"Cannot read the tile's variables {names}: {type(exc).__name__}: {exc}") from exc
+    loaded = tile.copy(deep=False)
+    for name, array in values.items():
+        loaded[name] = tile[name].variable.copy(deep=False, data=array)
+    logger.debug("read %d lazily stored variables at once: %s", len(names), names)
+    return loaded
