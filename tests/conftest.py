@@ -20,7 +20,12 @@ import xarray as xr
 from moto.server import ThreadedMotoServer
 
 from darts_export.synthetic import make_synthetic_tile
+from faultproxy import FaultProxy
 from helpers import Target, closed_port
+
+READ_TIMEOUT = 0.5
+"""Seconds the S3 client waits for an answer in the fault tests; the proxy's stalls last longer."""
+STALL_SECONDS = 1.0
 
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -175,3 +180,25 @@ def ray_runtime() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy on loopback in front of the moto server (forwards everything until told)."""
+    proxy = FaultProxy(moto_endpoint, stall_seconds=STALL_SECONDS)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxy_options(fault_proxy: FaultProxy) -> dict[str, Any]:
+    """s3fs options through the fault proxy, with a read timeout the proxy's stalls exceed."""
+    return {
+        "endpoint_url": fault_proxy.endpoint,
+        "key": _FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        "secret": _FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        "token": _FAKE_AWS_ENV["AWS_SESSION_TOKEN"],
+        "client_kwargs": {"region_name": "us-east-1"},
+        "config_kwargs": {"read_timeout": READ_TIMEOUT, "connect_timeout": 1},
+        "skip_instance_cache": True,
+    }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import socket
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ import numpy as np
 import rasterio
 import xarray as xr
 from rasterio.io import MemoryFile
+
+from darts_export.errors import ArtifactExistsError
+from darts_export.storage import StoredObject
 
 DATA = Path(__file__).resolve().parent / "data"
 SCHEMAS = DATA / "schemas"
@@ -124,3 +129,61 @@ def keys(s3_client: Any, bucket: str, prefix: str = "") -> list[str]:
 def get(s3_client: Any, bucket: str, key: str) -> bytes:
     """The bytes of one object."""
     return bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+class FakeSink:
+    """An in-memory target that satisfies :class:`darts_export.storage.Sink`, for orchestration tests.
+
+    ``calls`` records every operation in order as ``(operation, rel)``; ``fail(operation, rel)``
+    may return an exception to raise instead of doing it (``None`` lets it happen).
+    """
+
+    def __init__(self, fail: Callable[[str, str], Exception | None] | None = None) -> None:
+        self.url = "fake://sink"
+        self.objects: dict[str, bytes] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+        self._lock = threading.Lock()
+
+    def _do(self, operation: str, rel: str) -> None:
+        with self._lock:
+            self.calls.append((operation, rel))
+        error = self.fail(operation, rel) if self.fail is not None else None
+        if error is not None:
+            raise error
+
+    def probe(self) -> None:
+        self._do("probe", "")
+
+    def exists(self, rel: str) -> bool:
+        self._do("exists", rel)
+        return rel in self.objects or any(k.startswith(rel + "/") for k in self.objects)
+
+    def read_bytes(self, rel: str) -> bytes:
+        self._do("read", rel)
+        return self.objects[rel]
+
+    def read_optional(self, rel: str) -> bytes | None:
+        self._do("read", rel)
+        return self.objects.get(rel)
+
+    def publish_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> StoredObject:
+        self._do("publish", rel)
+        with self._lock:
+            if exclusive and rel in self.objects:
+                raise ArtifactExistsError(f"{rel} exists")
+            self.objects[rel] = bytes(data)
+        return StoredObject(path=rel, size=len(data), checksum=multihash(bytes(data)))
+
+    def publish_file(self, rel: str, local_path: Path, *, exclusive: bool = False) -> StoredObject:
+        return self.publish_bytes(rel, Path(local_path).read_bytes(), exclusive=exclusive)
+
+    def remove(self, rel: str, *, recursive: bool = False) -> None:
+        self._do("remove", rel)
+        with self._lock:
+            for key in [k for k in self.objects if k == rel or (recursive and k.startswith(rel + "/"))]:
+                del self.objects[key]
+
+    def published(self) -> list[str]:
+        """The paths published, in order."""
+        return [rel for op, rel in self.calls if op == "publish"]

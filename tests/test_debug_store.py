@@ -1,9 +1,10 @@
-"""The Zarr debug store: written straight to local/memory/S3, reopened with xarray, checksummed as documented."""
+"""The Zarr debug store: encoded locally, published object by object to local/memory/S3, reopened with xarray."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 import xarray as xr
 import zarr
 
-from darts_export.errors import StorageError
+from darts_export import export_tile
+from darts_export.errors import TargetUnreachableError
 from darts_export.formats import zarr_store as debug_store
 from darts_export.formats.zarr_store import write_debug_store
+from darts_export.manifest import Artifact
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
 from helpers import Target
@@ -59,13 +62,17 @@ def _tree_checksum(target: Target, rel: str) -> tuple[int, str]:
     return total, "1220" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+def _export(tile: xr.Dataset, target: Target) -> Artifact:
+    manifest = export_tile(tile, target.out_dir, bands=["metadata"], debug=True, storage_options=target.storage_options)
+    return manifest.artifact(REL)
+
+
 def test_store_reopens_with_crs_and_values(target: Target) -> None:
     tile = make_synthetic_tile(64, seed=21)
     before = tile.copy(deep=True)
     encodings = {name: dict(var.encoding) for name, var in tile.variables.items()}
-    storage = Storage.open(target.out_dir, target.storage_options)
 
-    stored = write_debug_store(tile, storage, REL)
+    stored = _export(tile, target)
 
     raw = _open(target, mask_and_scale=False)
     assert raw.rio.crs == tile.rio.crs
@@ -84,17 +91,38 @@ def test_store_reopens_with_crs_and_values(target: Target) -> None:
     # The caller's tile: values, attributes and encodings untouched.
     xr.testing.assert_identical(tile, before)
     assert {name: dict(var.encoding) for name, var in tile.variables.items()} == encodings
-    # Size and checksum: what Storage.describe_tree reports, and the documented definition.
-    assert stored == storage.describe_tree(REL)
+    # Size and checksum, computed on the way out: what is stored, by the documented definition.
+    storage = Storage.open(target.out_dir, target.storage_options)
     assert (stored.size, stored.checksum) == _tree_checksum(target, REL)
-    assert stored.path == REL
+    assert (stored.size, stored.checksum) == (storage.describe_tree(REL).size, storage.describe_tree(REL).checksum)
+    assert stored.type == "directory"
+
+
+def test_consolidated_metadata_is_what_zarr_itself_writes(tmp_path: Path) -> None:
+    tile = make_synthetic_tile(32, seed=26, with_inputs=False)
+    ours = write_debug_store(tile, tmp_path / "ours.zarr")
+    theirs = tmp_path / "theirs.zarr"
+    write_debug_store(tile, theirs)
+    (theirs / "zarr.json").write_text(json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}))
+    with pytest.warns(UserWarning, match="Consolidated metadata is currently not part"):
+        zarr.consolidate_metadata(str(theirs), zarr_format=3)
+    assert json.loads((ours / "zarr.json").read_text()) == json.loads((theirs / "zarr.json").read_text())
+
+
+def test_lazy_tile_exports_the_store_whatever_its_chunks(target: Target) -> None:
+    tile = make_synthetic_tile(80, seed=27, with_inputs=False)
+    lazy = tile.chunk({"x": 30, "y": 50})  # dask chunks that straddle the store's chunks
+    stored = _export(lazy, target)
+    reopened = _open(target, mask_and_scale=False)
+    for name in tile.data_vars:
+        np.testing.assert_array_equal(reopened[name].values, tile[name].values, err_msg=str(name))
+    assert (stored.size, stored.checksum) == _tree_checksum(target, REL)
 
 
 def test_chunks_and_compression_follow_the_layout(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(debug_store, "DEBUG_CHUNK_SIZE", 32)
     tile = make_synthetic_tile(80, seed=22, with_inputs=False)
-    storage = Storage.open(target.out_dir, target.storage_options)
-    write_debug_store(tile, storage, REL)
+    _export(tile, target)
     group = zarr.open_group(_url(target, REL), mode="r", storage_options=_read_options(target), zarr_format=3)
     array = group["probabilities"]
     assert isinstance(array, zarr.Array)
@@ -105,9 +133,8 @@ def test_chunks_and_compression_follow_the_layout(target: Target, monkeypatch: p
 
 
 def test_rewrite_leaves_no_stale_objects(target: Target) -> None:
-    storage = Storage.open(target.out_dir, target.storage_options)
-    first = write_debug_store(make_synthetic_tile(48, seed=23), storage, REL)
-    second = write_debug_store(make_synthetic_tile(48, seed=24, with_inputs=False), storage, REL)
+    first = _export(make_synthetic_tile(48, seed=23), target)
+    second = _export(make_synthetic_tile(48, seed=24, with_inputs=False), target)
     assert second.checksum != first.checksum
     reopened = _open(target)
     assert set(reopened.data_vars) == {"probabilities", "binarized_segmentation", "extent"}
@@ -115,7 +142,12 @@ def test_rewrite_leaves_no_stale_objects(target: Target) -> None:
     assert (second.size, second.checksum) == _tree_checksum(target, REL)
 
 
-def test_missing_bucket_is_a_storage_error(s3_storage_options: dict[str, object]) -> None:
-    storage = Storage.open("s3://no-such-bucket-for-darts/x", s3_storage_options)
-    with pytest.raises(StorageError):
-        write_debug_store(make_synthetic_tile(32, seed=25, with_inputs=False), storage, REL)
+def test_missing_bucket_fails_before_anything_is_encoded(s3_storage_options: dict[str, object]) -> None:
+    with pytest.raises(TargetUnreachableError, match="bucket does not exist"):
+        export_tile(
+            make_synthetic_tile(32, seed=25, with_inputs=False),
+            "s3://no-such-bucket-for-darts/x",
+            bands=["metadata"],
+            debug=True,
+            storage_options=s3_storage_options,
+        )

@@ -13,13 +13,11 @@ import xarray as xr
 from darts_export import (
     ArtifactExistsError,
     InvalidTileError,
-    StorageError,
     UnsupportedTargetError,
     export_tile,
     verify,
 )
 from darts_export.export import ProgressEvent
-from darts_export.storage import Storage
 from helpers import Target
 
 
@@ -83,27 +81,6 @@ def test_existing_export_is_kept_without_overwrite(target: Target, small_tile: x
             small_tile, target.out_dir, bands=["binarized"], overwrite=False, storage_options=target.storage_options
         )
     assert verify(target.out_dir, storage_options=target.storage_options).manifest == first
-
-
-def test_failed_upload_leaves_no_manifest(
-    target: Target, small_tile: xr.Dataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    export_tile(small_tile, target.out_dir, bands=["binarized"], storage_options=target.storage_options)
-    original = Storage.publish_bytes
-
-    def flaky(self: Storage, rel: str, data: bytes) -> Any:
-        if rel == "probabilities.tif":
-            raise StorageError("injected failure")
-        return original(self, rel, data)
-
-    monkeypatch.setattr(Storage, "publish_bytes", flaky)
-    with pytest.raises(StorageError, match="injected"):
-        export_tile(
-            small_tile, target.out_dir, bands=["binarized", "probabilities"], storage_options=target.storage_options
-        )
-    # The earlier manifest was invalidated first; no new one was committed.
-    assert not target.fs().exists(target.path("manifest.json"))
-    assert not verify(target.out_dir, storage_options=target.storage_options).ok
 
 
 def test_unreachable_target_falls_back_to_local_folder(

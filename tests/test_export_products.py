@@ -25,7 +25,7 @@ from darts_export import DEFAULT_BANDS, Manifest, export_tile, missing_outputs, 
 from darts_export.errors import StorageError
 from darts_export.export import ProgressEvent
 from darts_export.products import expected_paths
-from helpers import Target, multihash, read_back
+from helpers import FakeSink, Target, multihash, read_back
 
 SUBSETS = ("with_tcvis",)
 META = {"tile_id": "T06WVS_2024", "model_version": "v2.1"}
@@ -117,21 +117,21 @@ def test_geopackage_staging_is_removed_when_an_export_fails(
     assert missing_outputs(out, bands=["polygonized", "extent"]) in {"all", "some"}
 
 
-def test_debug_store_failure_never_blocks_the_main_products(
-    small_tile: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken(*_: Any, **__: Any) -> Any:
-        raise StorageError("simulated: the debug store cannot be written")
+def test_debug_store_failure_fails_the_export_and_commits_nothing(small_tile: xr.Dataset, tmp_path: Path) -> None:
+    def fail(op: str, rel: str) -> Exception | None:
+        injected = op == "publish" and rel.startswith("darts_inference_debug.zarr/probabilities/")
+        return StorageError("simulated: a chunk of the debug store cannot be written") if injected else None
 
-    monkeypatch.setattr(darts_export.export, "write_debug_store", broken)
+    sink = FakeSink(fail)
+    with pytest.raises(StorageError, match="simulated"):
+        export_tile(small_tile, sink, bands=["probabilities", "binarized"], debug=True)
+    assert "manifest.json" not in sink.objects
+    # Written locally: the products are there, the manifest is not, so the checker says "some" whatever lies there.
     out = tmp_path / "out"
-    manifest = export_tile(small_tile, out, bands=["probabilities", "binarized"], debug=True)
-    assert [a.path for a in manifest.artifacts] == ["probabilities.tif", "binarized.tif", "item.json"]
-    assert any("debug store" in w and "simulated" in w for w in manifest.warnings)
-    assert "simulated" in caplog.text
-    assert verify(out).ok
-    # The product is missing, so a checker asking for it says so.
+    export_tile(small_tile, out, bands=["probabilities", "binarized"], debug=True)
+    (out / "manifest.json").unlink()
     assert missing_outputs(out, bands=["probabilities", "binarized"], debug=True) == "some"
+    assert not verify(out).ok
 
 
 def test_item_is_written_after_every_artifact_and_before_the_manifest(small_tile: xr.Dataset, tmp_path: Path) -> None:

@@ -235,7 +235,7 @@ def test_dockerfile_builds_a_lambda_image_of_this_package() -> None:
 
 # --- the stack in moto's CloudFormation, and the handler running in it --------------------------
 
-_REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.1"')
+_REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.1')  # werkzeug colours some
 
 
 def s3_permission(method: str, target: str, output_key: str) -> tuple[str, str, str | None]:

@@ -1,8 +1,9 @@
-"""The storage seam: atomic publishing, checksums, retries, error translation, and GDAL reading from S3."""
+"""The storage seam: atomic and exclusive publishing, confirmed deletes, one retry layer, errors, the probe."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import xarray as xr
 from rasterio.session import AWSSession
 
 from darts_export import StorageError, TargetUnreachableError, export_tile
-from darts_export.storage import Storage, multihash_sha256
+from darts_export.errors import ArtifactExistsError, UnsupportedTargetError
+from darts_export.storage import S3_DEFAULT_OPTIONS, Storage, multihash_sha256
+from faultproxy import Fault, FaultProxy
 from helpers import Target, expected_percent
 
 
@@ -57,9 +60,9 @@ def test_local_publish_is_atomic_and_leaves_no_temporaries(tmp_path: Path) -> No
         fh.write(b"half")
         raise BoomError
 
-    with pytest.raises(StorageError) as info:
-        storage._retry("write x.tif", lambda: storage._write_local(str(tmp_path / "x.tif"), failing_write))
-    assert isinstance(info.value.__cause__, BoomError)
+    for exclusive in (False, True):
+        with pytest.raises(BoomError):
+            storage._write_local(str(tmp_path / "x.tif"), failing_write, exclusive=exclusive)
     assert (tmp_path / "x.tif").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]
 
@@ -71,50 +74,102 @@ def test_paths_cannot_escape_out_dir(tmp_path: Path) -> None:
             storage.publish_bytes(bad, b"")
 
 
-def test_transient_errors_are_retried_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    storage = Storage.open("memory://retry-test/out", backoff=0.001)
-    calls: list[int] = []
-    original = storage.fs.pipe_file
+def test_exclusive_create_refuses_another_writers_object(target: Target) -> None:
+    storage = Storage.open(target.out_dir, target.storage_options)
+    storage.publish_bytes("marker.json", b"mine", exclusive=True)
+    with pytest.raises(ArtifactExistsError, match="another writer created it first"):
+        storage.publish_bytes("marker.json", b"theirs", exclusive=True)
+    # The same bytes again: a retried create whose first answer was lost; that is success.
+    assert storage.publish_bytes("marker.json", b"mine", exclusive=True).size == 4
+    assert storage.read_bytes("marker.json") == b"mine"
+    assert storage.publish_bytes("marker.json", b"overwritten").size == 11  # not exclusive: replaces
 
-    def flaky(path: str, data: bytes, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) < 3:
-            raise TimeoutError("read timed out")
-        return original(path, data, **kwargs)
 
-    monkeypatch.setattr(storage.fs, "pipe_file", flaky)
+def test_remove_confirms_that_nothing_is_left(target: Target) -> None:
+    storage = Storage.open(target.out_dir, target.storage_options)
+    for rel in ("m.json", "store/a", "store/sub/b"):
+        storage.publish_bytes(rel, b"x")
+    storage.remove("m.json")
+    storage.remove("store", recursive=True)
+    storage.remove("never-there.json")
+    storage.remove("never-there", recursive=True)
+    assert storage.list() == ()
+    assert not storage.exists("store")
+
+
+def test_a_delete_answered_ok_that_deleted_nothing_is_detected(
+    fault_proxy: FaultProxy, proxy_options: dict[str, Any], s3_bucket: str
+) -> None:
+    storage = Storage.open(f"s3://{s3_bucket}/t", proxy_options)
+    for rel in ("manifest.json", "store/a", "store/b"):
+        storage.publish_bytes(rel, b"x")
+    fault_proxy.reset(Fault("delete-error", match=lambda r: r.method in ("DELETE", "POST")))
+    with pytest.raises(StorageError, match="still there after the delete"):
+        storage.remove("manifest.json")  # a single DELETE answered 204
+    with pytest.raises(StorageError, match=r"2 object\(s\) still there"):
+        storage.remove("store", recursive=True)  # a batch answered 200 with per-key errors
+    assert [r.fault for r in fault_proxy.log if r.fault] == ["delete-error", "delete-error"]
+    fault_proxy.reset()
+    storage.remove("store", recursive=True)
+    storage.remove("manifest.json")
+    assert storage.list() == ()
+
+
+def test_one_retry_layer_retries_each_request_and_translates_what_stays_failed(
+    fault_proxy: FaultProxy, proxy_options: dict[str, Any], s3_bucket: str
+) -> None:
+    storage = Storage.open(f"s3://{s3_bucket}/t", proxy_options)
+    storage.probe()
+    fault_proxy.reset(Fault("503", at=0))
     assert storage.publish_bytes("a.bin", b"abc").size == 3
-    assert len(calls) == 3
-    calls.clear()
-
-    def always_times_out(*args: Any, **kwargs: Any) -> None:
-        calls.append(1)
-        raise TimeoutError("x")
-
-    monkeypatch.setattr(storage.fs, "pipe_file", always_times_out)
-    with pytest.raises(StorageError, match=r"Cannot upload a\.bin") as info:
-        storage.publish_bytes("a.bin", b"abc")
-    assert isinstance(info.value.__cause__, TimeoutError)
-    assert len(calls) == storage.retries + 1
+    assert [(r.method, r.key, r.fault) for r in fault_proxy.log] == [
+        ("PUT", "t/a.bin", "503"),
+        ("PUT", "t/a.bin", None),
+    ]
+    fault_proxy.reset(Fault("500", at=0, persistent=True))
+    with pytest.raises(StorageError, match=r"Cannot upload b\.bin") as info:
+        storage.publish_bytes("b.bin", b"abc")
+    assert not isinstance(info.value, TargetUnreachableError)
+    attempts = 1 + S3_DEFAULT_OPTIONS["config_kwargs"]["retries"]["max_attempts"]
+    assert len(fault_proxy.log) == attempts  # botocore's attempts only: no second loop around them
 
 
-def test_permanent_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    storage = Storage.open("memory://perm-test/out", backoff=0.001)
-    calls: list[int] = []
-
-    def denied(*_: Any, **__: Any) -> None:
-        calls.append(1)
-        raise PermissionError("Access Denied")
-
-    monkeypatch.setattr(storage.fs, "pipe_file", denied)
-    with pytest.raises(StorageError, match="Access Denied"):
-        storage.publish_bytes("a.bin", b"abc")
-    assert calls == [1]
+def test_probe_rejects_an_unusable_local_target(tmp_path: Path) -> None:
+    existing = tmp_path / "file.tif"
+    existing.write_bytes(b"x")
+    with pytest.raises(UnsupportedTargetError, match="existing file"):
+        Storage.open(existing).probe()
+    with pytest.raises(StorageError):
+        Storage.open(existing / "below").probe()
+    Storage.open(tmp_path / "new" / "folder").probe()
+    assert (tmp_path / "new" / "folder").is_dir()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
 
 
-def test_unreachable_endpoint_is_reported_as_such(small_tile: xr.Dataset, unreachable: dict[str, Any]) -> None:
-    with pytest.raises(TargetUnreachableError, match="unreachable"):
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders; run the suite as a normal user")
+def test_probe_rejects_a_read_only_folder(tmp_path: Path) -> None:
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(StorageError, match="permission denied"):
+            Storage.open(tmp_path).probe()
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_cannot_connect_differs_from_a_connection_lost_mid_export(
+    small_tile: xr.Dataset,
+    unreachable: dict[str, Any],
+    fault_proxy: FaultProxy,
+    proxy_options: dict[str, Any],
+    s3_bucket: str,
+) -> None:
+    with pytest.raises(TargetUnreachableError, match="could not connect"):
         export_tile(small_tile, "s3://nowhere/prefix", bands=["binarized"], storage_options=unreachable)
+    fault_proxy.reset(Fault("reset", at=3, persistent=True))
+    options = {**proxy_options, "config_kwargs": {**proxy_options["config_kwargs"], "retries": {"max_attempts": 2}}}
+    with pytest.raises(StorageError, match="lost the connection during the export") as info:
+        export_tile(small_tile, f"s3://{s3_bucket}/lost", bands=["binarized", "metadata"], storage_options=options)
+    assert not isinstance(info.value, TargetUnreachableError)
 
 
 def test_missing_bucket_is_unreachable(small_tile: xr.Dataset, s3_storage_options: dict[str, Any]) -> None:

@@ -15,9 +15,11 @@ from rasterio.io import MemoryFile
 
 from darts_export import export_tile, verify
 from darts_export.export import fallback_location
+from darts_export.lease import LEASE_NAME
 from darts_export.manifest import Artifact, Manifest
 from darts_export.storage import Storage
 from darts_export.sync import sync
+from faultproxy import Fault, FaultProxy
 from helpers import expected_percent
 
 BANDS = ("probabilities", "binarized", "metadata")
@@ -77,37 +79,45 @@ def test_fallback_then_sync_publishes_verifies_and_removes_local(
     assert list(fallback.iterdir()) == []  # the empty s3/<bucket>/darts folders went too
 
 
-def test_manifest_is_uploaded_last(
+def test_sync_commits_like_an_export_manifest_last(
     small_tile: xr.Dataset,
     tmp_path: Path,
     unreachable: dict[str, Any],
     s3_bucket: str,
-    s3_storage_options: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    fault_proxy: FaultProxy,
+    proxy_options: dict[str, Any],
 ) -> None:
     fallback = tmp_path / "fallback"
     _fall_back(small_tile, f"s3://{s3_bucket}/T1", fallback, unreachable)
-    order: list[str] = []
-    publish_file, publish_bytes = Storage.publish_file, Storage.publish_bytes
-
-    def record_file(self: Storage, rel: str, path: Any) -> Any:
-        order.append(rel)
-        return publish_file(self, rel, path)
-
-    def record_bytes(self: Storage, rel: str, data: Any) -> Any:
-        order.append(rel)
-        return publish_bytes(self, rel, data)
-
-    monkeypatch.setattr(Storage, "publish_file", record_file)
-    monkeypatch.setattr(Storage, "publish_bytes", record_bytes)
-    assert sync(fallback, storage_options=s3_storage_options).ok
-    assert order == [
-        "probabilities.tif",
-        "binarized.tif",
-        "darts_inference.json",
-        "item.json",
-        "manifest.json",
+    assert sync(fallback, storage_options=proxy_options).ok
+    writes = [(r.method, r.key.removeprefix("T1/")) for r in fault_proxy.log if r.method in ("PUT", "DELETE", "POST")]
+    assert writes[0] == ("PUT", LEASE_NAME)
+    assert writes[1] == ("DELETE", "manifest.json")  # the old marker, before the first artifact
+    assert sorted(writes[2:5]) == [
+        ("PUT", "binarized.tif"),
+        ("PUT", "darts_inference.json"),
+        ("PUT", "probabilities.tif"),
     ]
+    assert writes[5:] == [("PUT", "item.json"), ("PUT", "manifest.json"), ("DELETE", LEASE_NAME)]
+
+
+def test_a_marker_that_cannot_be_removed_stops_the_sync(
+    small_tile: xr.Dataset,
+    tmp_path: Path,
+    unreachable: dict[str, Any],
+    s3_bucket: str,
+    fault_proxy: FaultProxy,
+    proxy_options: dict[str, Any],
+) -> None:
+    fallback = tmp_path / "fallback"
+    target = f"s3://{s3_bucket}/T1"
+    export_tile(small_tile, target, bands=["binarized"], storage_options=proxy_options)  # an older export there
+    _fall_back(small_tile, target, fallback, unreachable)
+    fault_proxy.reset(Fault("delete-error", match=lambda r: r.key == "T1/manifest.json"))
+    [result] = sync(fallback, storage_options=proxy_options).results
+    assert (result.status, result.reason) == ("failed", "storage")
+    assert "still there after the delete" in (result.error or "")
+    assert not [r for r in fault_proxy.log if r.method == "PUT" and r.key != f"T1/{LEASE_NAME}"]
 
 
 def test_unreachable_target_keeps_the_local_copy(

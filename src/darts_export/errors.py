@@ -22,6 +22,7 @@ __all__ = [
     "EngineUnavailableError",
     "ExportError",
     "ExportFailedError",
+    "ExportInProgressError",
     "IncompleteStoreError",
     "InputNotFoundError",
     "InputReadError",
@@ -134,6 +135,14 @@ class InsufficientSpaceError(ExportError, OSError):
 
 class ArtifactExistsError(ExportError, FileExistsError):
     """An export already exists at the target and overwriting was not requested."""
+
+
+class ExportInProgressError(ExportError, OSError):
+    """Another writer holds the lease on the export's prefix (an export or sync is running there).
+
+    Raised before anything is written. A duplicate event or retried invocation can ignore it;
+    otherwise wait for the other writer, or for its lease to expire if it crashed.
+    """
 
 
 # --- checking and cataloguing exports -------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 Encoding (array → bytes) happens in :mod:`~darts_export.formats.rasters`, :mod:`~darts_export.formats.polygons`,
 :mod:`~darts_export.formats.thumbnail`; where bytes go is :mod:`~darts_export.storage`. Only this
-module talks to both. Uploads run on a background thread while the next product encodes.
+module talks to both. Uploads run on a bounded pool while the next product encodes, inside one
+commit transaction (:mod:`~darts_export.commit`: probe, lease, old manifest gone, manifest last).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from darts_export.__about__ import __version__
+from darts_export.commit import transaction
 from darts_export.encoders import EncodeContext, Encoded, encode_product
-from darts_export.errors import ArtifactExistsError, ExportError, TargetUnreachableError
+from darts_export.errors import TargetUnreachableError
 from darts_export.formats.cog import CogOptions, RasterBand
 from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.formats.zarr_store import write_debug_store
@@ -41,7 +42,8 @@ from darts_export.products import (
 )
 from darts_export.stac.footprint import footprint
 from darts_export.stac.item import DEFAULT_COLLECTION, ItemPlacement, build_item, encode_item
-from darts_export.storage import Storage, StoredObject
+from darts_export.staging import staging_folder, sweep_stale_staging
+from darts_export.storage import Sink, StoredObject
 from darts_export.tile import TileView
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ ProgressEvent = Literal["encoding", "publishing", "published"]
 
 def export_tile(
     tile: xr.Dataset,
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | Sink,
     bands: Iterable[str] = DEFAULT_BANDS,
     ensemble_subsets: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
@@ -126,7 +128,9 @@ def export_tile(
         UnsupportedTargetError: ``out_dir`` has a protocol no installed fsspec implementation knows,
             or ``out_dir``/``storage_options`` have the wrong type, or paths would be too long.
         TargetUnreachableError: the target cannot be reached and no ``fallback_dir`` was given.
-        StorageError: writing failed after retries; the manifest is then not written.
+        ExportInProgressError: another export or sync holds the lease on ``out_dir``; nothing was written.
+        StorageError: writing failed after retries (the debug store included); the manifest is then
+            not written.
     """
     started = time.perf_counter()
     view = TileView(tile)
@@ -135,7 +139,7 @@ def export_tile(
     check_variables(planned, view)
     meta = decide_metadata(metadata, view.dataset.attrs, view.georef)
     check_arguments(overwrite=overwrite, fallback_dir=fallback_dir, cog_options=cog_options, progress=progress)
-    storage = open_target(out_dir, storage_options, planned, view)
+    storage = out_dir if isinstance(out_dir, Sink) else open_target(out_dir, storage_options, planned, view)
     placement = ItemPlacement.create(collection=collection, href_base=href_base, target_url=storage.url)
     fallback = (
         open_target(fallback_location(fallback_dir, storage.url), None, planned, view)
@@ -201,18 +205,23 @@ class _Job:
     placement: ItemPlacement = field(default_factory=ItemPlacement)
     warnings: list[str] = field(default_factory=list)
 
-    def run(self, storage: Storage, *, target: str, overwrite: bool) -> Manifest:
-        """Encode every product (two at a time), upload while encoding, then the STAC item and the manifest."""
-        _prepare_target(storage, overwrite=overwrite)
+    def run(self, storage: Sink, *, target: str, overwrite: bool) -> Manifest:
+        """Encode every product (two at a time) while publishing (concurrently), then the item and the manifest.
+
+        Every write goes through one :func:`~darts_export.commit.transaction`: the target is probed
+        and leased and its old manifest removed before the first encoding; the manifest comes last.
+        """
+        sweep_stale_staging()
         encodable = [p for p in self.planned if p.kind is not Kind.DEBUG_STORE]
+        debug = [p for p in self.planned if p.kind is Kind.DEBUG_STORE]
         # Longest first, so the two encoder threads finish together.
         order = sorted(encodable, key=lambda p: _COST[p.kind], reverse=True)
-        uploads: list[tuple[OutputFile, PlannedProduct, Future[StoredObject]]] = []
+        uploads: list[tuple[OutputFile, PlannedProduct, Future[StoredObject], Literal["file", "directory"]]] = []
         raster_bands: dict[str, tuple[RasterBand, ...]] = {}
         with (
-            tempfile.TemporaryDirectory(prefix="darts-export-") as staging,
+            staging_folder() as staging,
+            transaction(storage, overwrite=overwrite, progress=self._report) as tx,
             ThreadPoolExecutor(_ENCODER_THREADS, thread_name_prefix="darts-encode") as encoders,
-            ThreadPoolExecutor(1, thread_name_prefix="darts-upload") as uploader,
         ):
             ctx = EncodeContext(
                 view=self.view,
@@ -220,51 +229,58 @@ class _Job:
                 metadata=dict(self.meta.values),
                 tags=self.meta.tags,
                 cog_options=self.cog_options,
-                staging=Path(staging),
+                staging=staging,
                 percent=self._first_percent(order, encoders),
             )
-            encoded = {id(p): encoders.submit(self._encode, p, ctx) for p in order}
+            encoded: list[Future[Any]] = [encoders.submit(self._encode, p, ctx) for p in order]
+            stores: dict[Future[Any], PlannedProduct] = {
+                encoders.submit(self._encode_store, p, staging / p.outputs[0].path): p for p in debug
+            }
             footprint_future = encoders.submit(footprint, self.view)  # for the item; queued last
             try:
-                for future in as_completed(encoded.values()):
-                    result = future.result()
+                for future in as_completed([*encoded, *stores]):
+                    tx.publisher.raise_if_failed()  # fail fast: an upload failed for good
+                    if future in stores:
+                        product = stores[future]
+                        folder = cast("Path", future.result())
+                        upload = tx.publisher.publish_tree(product.outputs[0].path, folder, consume=True)
+                        uploads.append((product.outputs[0], product, upload, "directory"))
+                        continue
+                    result = cast("Encoded", future.result())
                     raster_bands.update(result.raster_bands)
                     for output, data in result.payloads:
-                        upload = uploader.submit(self._publish, storage, output.path, data)
-                        uploads.append((output, result.product, upload))
-                artifacts = [_artifact(o, p, f.result()) for o, p, f in uploads]
+                        upload = tx.publisher.publish(output.path, data, consume=True)
+                        uploads.append((output, result.product, upload, "file"))
+                tx.publisher.wait()
+                artifacts = [_artifact(o, p, f.result(), kind=k) for o, p, f, k in uploads]
+                rank = {o.path: i for i, o in enumerate(o for p in self.planned for o in p.outputs)}
+                artifacts.sort(key=lambda a: rank[a.path])
+                draft = self._manifest(storage, target, artifacts)
+                item = encode_item(
+                    build_item(
+                        draft,
+                        self.view,
+                        metadata=self.meta,
+                        raster_bands=raster_bands,
+                        geometry=footprint_future.result(),
+                        placement=self.placement,
+                    )
+                )
             except BaseException:
-                footprint_future.cancel()
-                for future in encoded.values():
-                    future.cancel()
+                for pending in [*encoded, *stores, footprint_future]:
+                    pending.cancel()
                 raise
-        rank = {o.path: i for i, o in enumerate(o for p in self.planned for o in p.outputs)}
-        artifacts.sort(key=lambda a: rank[a.path])
-        for product in self.planned:
-            if product.kind is Kind.DEBUG_STORE:
-                artifacts.extend(self._debug_store(storage, product))
-        draft = self._manifest(storage, target, artifacts)
-        item = encode_item(
-            build_item(
-                draft,
-                self.view,
-                metadata=self.meta,
-                raster_bands=raster_bands,
-                geometry=footprint_future.result(),
-                placement=self.placement,
+            stored_item = tx.publisher.publish(ITEM_NAME, item).result()
+            item_artifact = Artifact(
+                path=ITEM_NAME,
+                size=stored_item.size,
+                checksum=stored_item.checksum,
+                media_type=str(MediaType.GEOJSON),
+                roles=("metadata",),
+                product="stac",
             )
-        )
-        stored_item = self._publish(storage, ITEM_NAME, item)
-        item_artifact = Artifact(
-            path=ITEM_NAME,
-            size=stored_item.size,
-            checksum=stored_item.checksum,
-            media_type=str(MediaType.GEOJSON),
-            roles=("metadata",),
-            product="stac",
-        )
-        manifest = self._manifest(storage, target, [*artifacts, item_artifact])
-        storage.publish_bytes(MANIFEST_NAME, manifest.to_json())
+            manifest = self._manifest(storage, target, [*artifacts, item_artifact])
+            tx.commit(manifest.to_json())
         return manifest
 
     def _first_percent(self, order: list[PlannedProduct], encoders: ThreadPoolExecutor) -> dict[str, NDArray[np.uint8]]:
@@ -288,7 +304,7 @@ class _Job:
         percent.flags.writeable = False
         return {variable: percent}
 
-    def _manifest(self, storage: Storage, target: str, artifacts: list[Artifact]) -> Manifest:
+    def _manifest(self, storage: Sink, target: str, artifacts: list[Artifact]) -> Manifest:
         georef = self.view.georef
         kinds = {o.path: p.kind for p in self.planned for o in p.outputs}
         return Manifest(
@@ -316,31 +332,9 @@ class _Job:
         self._report("encoding", product.outputs[0].path)
         return encode_product(product, ctx)
 
-    def _publish(self, storage: Storage, rel: str, data: bytes | Path) -> StoredObject:
-        self._report("publishing", rel)
-        if isinstance(data, Path):
-            try:
-                stored = storage.publish_file(rel, data)
-            finally:
-                data.unlink(missing_ok=True)  # free the staging space as soon as possible
-        else:
-            stored = storage.publish_bytes(rel, data)
-        self._report("published", rel)
-        return stored
-
-    def _debug_store(self, storage: Storage, product: PlannedProduct) -> list[Artifact]:
-        """Write the Zarr debug store; a failure is logged and recorded, never fatal."""
-        output = product.outputs[0]
-        self._report("publishing", output.path)
-        try:
-            stored = write_debug_store(self.view.dataset, storage, output.path)
-        except (ExportError, OSError, ValueError, TypeError) as exc:
-            message = f"debug store {output.path} not written: {type(exc).__name__}: {exc}"
-            logger.warning("%s", message)
-            self.warnings.append(message)
-            return []
-        self._report("published", output.path)
-        return [_artifact(output, product, stored, kind="directory")]
+    def _encode_store(self, product: PlannedProduct, folder: Path) -> Path:
+        self._report("encoding", product.outputs[0].path)
+        return write_debug_store(self.view.dataset, folder)
 
 
 _ENCODER_THREADS = 2
@@ -384,14 +378,3 @@ def _artifact(
         subset=product.subset,
         type=kind,
     )
-
-
-def _prepare_target(storage: Storage, *, overwrite: bool) -> None:
-    """Refuse or invalidate an earlier export at the target before the first artifact is written."""
-    if storage.exists(MANIFEST_NAME):
-        if not overwrite:
-            raise ArtifactExistsError(
-                f"An export already exists at {storage.url} ({MANIFEST_NAME} found); pass overwrite=True to replace it."
-            )
-        # The manifest is the commit marker: remove it first so a failed re-export never looks complete.
-        storage.remove(MANIFEST_NAME)

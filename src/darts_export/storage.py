@@ -7,40 +7,60 @@ artifacts under it:
 * **whole or not at all** — local files are written to a temporary sibling and
   renamed into place; object stores get a single PUT or a completed multipart upload
   (s3fs aborts an incomplete one), so a reader never sees half an artifact;
-* **with size and SHA-256** computed from the bytes as they are written, reported as a
-  :class:`StoredObject` whose checksum is a multihash (``1220`` + hex digest, the form
-  of STAC's ``file:checksum``);
-* **with retries** (exponential backoff) on transient errors, and backend errors
-  translated into :mod:`darts_export.errors` exceptions (``raise … from``).
+* **exclusively** on request (``exclusive=True``): a conditional create (S3
+  ``If-None-Match: *``, a hard link locally) so two writers cannot both create the object;
+* **with size and SHA-256** computed from the bytes on their way out (never read back),
+  reported as a :class:`StoredObject` whose checksum is a multihash (``1220`` + hex
+  digest, the form of STAC's ``file:checksum``);
+* **with one retry layer**: botocore's (``adaptive`` mode, :data:`S3_DEFAULT_OPTIONS`,
+  merged under the caller's storage options). This module only translates backend
+  errors into :mod:`darts_export.errors` exceptions (``raise … from``).
+
+Deleting is confirmed: :meth:`Storage.remove` checks that nothing is left (an S3 batch
+delete answers HTTP 200 even when single keys fail).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Protocol, runtime_checkable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from darts_export.errors import StorageError, TargetUnreachableError, UnsupportedTargetError
+from darts_export._storage_errors import classify, translate
+from darts_export.errors import (
+    ArtifactExistsError,
+    ExportError,
+    StorageError,
+    TargetUnreachableError,
+    UnsupportedTargetError,
+)
 
-__all__ = ["Storage", "StoredObject", "multihash_sha256", "url_problem"]
+__all__ = ["S3_DEFAULT_OPTIONS", "Sink", "Storage", "StoredObject", "multihash_sha256", "tree_object", "url_problem"]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 _CHUNK = 8 * 2**20
 _SHA256_MULTIHASH_PREFIX = "1220"  # multihash code 0x12 (sha2-256), length 0x20 (32 bytes)
+
+S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "adaptive", "max_attempts": 4}}}
+"""Storage options for ``s3://`` targets, under the caller's own: botocore's retries are the one retry layer.
+
+``max_attempts`` counts retries (botocore's meaning): 5 attempts per request in all.
+"""
+
+_S3FS_ATTEMPTS = 1  # s3fs would repeat botocore's whole retry cycle 5 times over: let botocore alone retry
 
 
 def multihash_sha256(digest: bytes) -> str:
@@ -57,6 +77,53 @@ class StoredObject:
     path: str
     size: int
     checksum: str
+
+
+def tree_object(rel: str, objects: Iterable[StoredObject]) -> StoredObject:
+    r"""Size and checksum of the directory ``rel`` (e.g. a Zarr store), defined over its objects.
+
+    ``size`` is the sum of the objects' sizes. ``checksum`` is the multihash SHA-256 of a
+    listing with one line per object, sorted by path: ``<path relative to rel>\t<size>\t<sha256 hex>\n``
+    (UTF-8). Any added, removed, renamed or changed object changes it.
+    """
+    prefix = rel.rstrip("/") + "/"
+    lines = []
+    total = 0
+    for obj in sorted(objects, key=lambda o: o.path):
+        if not obj.path.startswith(prefix):
+            raise ValueError(f"{obj.path!r} does not lie inside {rel!r}")
+        total += obj.size
+        lines.append(f"{obj.path[len(prefix) :]}\t{obj.size}\t{obj.checksum[len(_SHA256_MULTIHASH_PREFIX) :]}\n")
+    digest = hashlib.sha256("".join(lines).encode()).digest()
+    return StoredObject(path=rel, size=total, checksum=multihash_sha256(digest))
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What the orchestration needs from a target (tests give it a fake, see ``tests/helpers``)."""
+
+    url: str
+
+    def probe(self) -> None:
+        """Fail now if the target cannot be written (before any encoding)."""
+
+    def exists(self, rel: str) -> bool:
+        """Whether something is stored under ``rel``."""
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes stored under ``rel``."""
+
+    def read_optional(self, rel: str) -> bytes | None:
+        """The bytes stored under ``rel``, or ``None`` when there is none."""
+
+    def publish_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> StoredObject:
+        """Store ``data`` under ``rel`` whole or not at all; ``exclusive`` refuses an existing object."""
+
+    def publish_file(self, rel: str, local_path: Path, *, exclusive: bool = False) -> StoredObject:
+        """Store the local file under ``rel`` whole or not at all."""
+
+    def remove(self, rel: str, *, recursive: bool = False) -> None:
+        """Delete ``rel`` (with ``recursive`` a directory) and confirm it is gone; absent is not an error."""
 
 
 def url_problem(url: str) -> str | None:
@@ -99,53 +166,15 @@ def _check_relative(rel: str) -> str:
     return rel
 
 
-# --- error classification -------------------------------------------------------------------------
-
-_UNREACHABLE_NAMES = frozenset(
-    {
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "NoCredentialsError",
-        "PartialCredentialsError",
-        "CredentialRetrievalError",
-        "ClientConnectorError",
-        "ServerDisconnectedError",
-        "InvalidAccessKeyId",
-        "gaierror",
-    }
-)
-_TRANSIENT_NAMES = frozenset(
-    {"ReadTimeoutError", "ResponseStreamingError", "IncompleteReadError", "ClientPayloadError", "SlowDown"}
-)
-
-
-def _names(exc: BaseException) -> set[str]:
-    """Class names of ``exc`` and of its causes: backends wrap their errors in several layers."""
-    seen: set[str] = set()
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
-            break
-        seen.update(cls.__name__ for cls in type(current).__mro__)
-        code = getattr(current, "response", {})
-        if isinstance(code, dict):
-            seen.add(str(code.get("Error", {}).get("Code", "")))
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    names = _names(exc)
-    if names & _UNREACHABLE_NAMES or "NoSuchBucket" in names:
-        return True
-    return isinstance(exc, ConnectionRefusedError | ConnectionResetError)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError | NotADirectoryError | ValueError):
-        return False
-    names = _names(exc)
-    return bool(names & _TRANSIENT_NAMES) or isinstance(exc, TimeoutError | ConnectionError)
+def _merged(defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` with ``options`` laid over them, nested mappings merged key by key."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in options.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class Storage:
@@ -154,34 +183,22 @@ class Storage:
     Build it with :meth:`Storage.open`; a ``Storage`` is cheap and safe to share between threads.
     """
 
-    def __init__(
-        self,
-        fs: fsspec.AbstractFileSystem,
-        root: str,
-        *,
-        url: str,
-        retries: int = 3,
-        backoff: float = 0.2,
-    ) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, *, url: str) -> None:
         """Wrap filesystem ``fs`` rooted at ``root`` (a path in ``fs``'s own notation)."""
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.url = url
-        self.retries = retries
-        self.backoff = backoff
+        self._reached = False  # once the target answered, connection errors are losses, not "unreachable"
 
     @classmethod
-    def open(
-        cls,
-        out_dir: str | os.PathLike[str],
-        storage_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Storage:
+    def open(cls, out_dir: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Storage:
         """Resolve ``out_dir`` and ``storage_options`` to a filesystem, once.
 
+        ``s3://`` targets get :data:`S3_DEFAULT_OPTIONS` beneath the given options.
+
         Raises:
-            UnsupportedTargetError: ``out_dir`` looks like a mistyped URL (see :func:`url_problem`), or no
-                installed fsspec implementation knows its protocol.
+            UnsupportedTargetError: ``out_dir`` looks like a mistyped URL (see :func:`url_problem`), no
+                installed fsspec implementation knows its protocol, or the storage options are not a mapping.
             TargetUnreachableError: a filesystem that connects on creation (``ftp://``) cannot connect.
         """
         target = os.fspath(out_dir)
@@ -189,24 +206,32 @@ class Storage:
             raise UnsupportedTargetError("out_dir is empty; give a local folder or a URL such as s3://bucket/prefix.")
         if (problem := url_problem(target)) is not None:
             raise UnsupportedTargetError(f"Cannot use {target!r}: {problem}")
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise UnsupportedTargetError(
+                f"storage_options must be a mapping (dict), got {type(storage_options).__name__}."
+            )
         options = dict(storage_options or {})
+        if fsspec.utils.get_protocol(target) in ("s3", "s3a"):
+            options = _merged(S3_DEFAULT_OPTIONS, options)
         try:
             fs, root = fsspec.core.url_to_fs(target, **options)
-        except (ValueError, ImportError) as exc:
+        except (ValueError, ImportError, TypeError) as exc:
             raise UnsupportedTargetError(
                 f"Cannot write to {target!r}: {exc}. Use a local path or a URL of an installed fsspec "
-                "implementation (file://, s3://, memory://, ...)."
+                "implementation (file://, s3://, memory://, ...) with valid storage options."
             ) from exc
         except OSError as exc:  # filesystems that connect on creation (ftp://, sftp://)
             raise TargetUnreachableError(
                 f"Cannot reach {target!r}: {type(exc).__name__}: {exc}. Check the host, the port and the credentials."
             ) from exc
+        if "s3" in fs.protocol:
+            fs.retries = _S3FS_ATTEMPTS
         if isinstance(fs, LocalFileSystem):
             root = str(Path(root).resolve())
             url = Path(root).as_uri()
         else:
             url = fs.unstrip_protocol(root)
-        return cls(fs, root, url=url, **kwargs)
+        return cls(fs, root, url=url)
 
     # --- naming -----------------------------------------------------------------------------------
 
@@ -214,6 +239,10 @@ class Storage:
     def is_local(self) -> bool:
         """Whether artifacts land on the local disk."""
         return isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def _is_s3(self) -> bool:
+        return "s3" in self.fs.protocol
 
     @property
     def protocol(self) -> str:
@@ -229,41 +258,92 @@ class Storage:
         """Full URL of ``rel`` (``s3://bucket/prefix/rel``, ``file:///...``)."""
         return f"{self.url.rstrip('/')}/{_check_relative(rel)}"
 
+    # --- probing ----------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Check once, before any encoding, that the target can take an export.
+
+        A local target must be a folder (created if missing) that this process can write; an
+        S3 target's bucket must exist and the credentials must be accepted.
+
+        Raises:
+            UnsupportedTargetError: a local ``out_dir`` is an existing file.
+            TargetUnreachableError: no connection, missing bucket or rejected credentials.
+            StorageError: the folder cannot be created or written (read-only, permissions).
+        """
+        with self._translated("reach the target"):
+            if self.is_local:
+                self._probe_local()
+            elif self._is_s3:
+                self._probe_s3()
+            else:
+                self.fs.makedirs(self.root, exist_ok=True)
+
+    def _probe_local(self) -> None:
+        root = Path(self.root)
+        if root.exists() and not root.is_dir():
+            raise UnsupportedTargetError(f"out_dir {root} is an existing file; give a folder (new or existing).")
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".darts-export-probe-{uuid.uuid4().hex}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+
+    def _probe_s3(self) -> None:
+        bucket, _, prefix = self.root.partition("/")
+        try:
+            self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except PermissionError as exc:
+            # Allowed to write but not to list is a valid setup; the lease's write probes it next.
+            if classify(exc) != "permission":
+                raise
+            logger.debug("cannot list %s (access denied); probing by the first write", self.url)
+
     # --- writing ----------------------------------------------------------------------------------
 
-    def publish_bytes(self, rel: str, data: bytes | bytearray | memoryview) -> StoredObject:
-        """Store ``data`` under ``rel``, whole or not at all, and return its size and checksum."""
+    def publish_bytes(self, rel: str, data: bytes | bytearray | memoryview, *, exclusive: bool = False) -> StoredObject:
+        """Store ``data`` under ``rel``, whole or not at all, and return its size and checksum.
+
+        Raises:
+            ArtifactExistsError: ``exclusive`` and another writer's object is already there.
+        """
         view = memoryview(data).cast("B")
         stored = StoredObject(path=rel, size=view.nbytes, checksum=multihash_sha256(hashlib.sha256(view).digest()))
         target = self.path(rel)
         started = time.perf_counter()
-        if self.is_local:
-            self._retry(f"write {rel}", lambda: self._write_local(target, lambda fh: fh.write(view)))
-        else:
-            self._retry(f"upload {rel}", lambda: self.fs.pipe_file(target, bytes(view)))
+        try:
+            with self._translated(f"upload {rel}", exclusive=exclusive):
+                if self.is_local:
+                    self._write_local(target, lambda fh: fh.write(view), exclusive=exclusive)
+                else:
+                    self.fs.pipe_file(target, bytes(view), mode="create" if exclusive else "overwrite")
+        except ArtifactExistsError:
+            # A retried conditional PUT whose first answer was lost finds its own object: that is success.
+            if self.read_optional(rel) != bytes(view):
+                raise
         logger.debug("published %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
         return stored
 
-    def publish_file(self, rel: str, local_path: str | os.PathLike[str]) -> StoredObject:
+    def publish_file(self, rel: str, local_path: str | os.PathLike[str], *, exclusive: bool = False) -> StoredObject:
         """Store the local file ``local_path`` under ``rel``, whole or not at all (multipart when large)."""
         source = Path(local_path)
-        stored = StoredObject(path=rel, size=source.stat().st_size, checksum=_file_checksum(source))
+        stored = StoredObject(path=rel, size=source.stat().st_size, checksum=file_checksum(source))
         target = self.path(rel)
         started = time.perf_counter()
-        if self.is_local:
+        with self._translated(f"upload {rel}", exclusive=exclusive):
+            if self.is_local:
 
-            def copy(fh: Any) -> None:
-                with source.open("rb") as src:
-                    shutil.copyfileobj(src, fh, _CHUNK)
+                def copy_into(fh: Any) -> None:
+                    with source.open("rb") as src:
+                        shutil.copyfileobj(src, fh, _CHUNK)
 
-            self._retry(f"write {rel}", lambda: self._write_local(target, copy))
-        else:
-            self._retry(f"upload {rel}", lambda: self.fs.put_file(str(source), target))
+                self._write_local(target, copy_into, exclusive=exclusive)
+            else:
+                self.fs.put_file(str(source), target, mode="create" if exclusive else "overwrite")
         logger.debug("published %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
         return stored
 
-    def _write_local(self, target: str, write: Callable[[Any], object]) -> None:
-        """Write through a temporary sibling and rename it into place (atomic on POSIX)."""
+    def _write_local(self, target: str, write: Callable[[Any], object], *, exclusive: bool = False) -> None:
+        """Write through a temporary sibling, then rename it into place, or hard-link it when ``exclusive``."""
         final = Path(target)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
@@ -272,27 +352,107 @@ class Storage:
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            tmp.replace(final)
+            if exclusive:
+                os.link(tmp, final)  # atomic, and fails if final exists
+                tmp.unlink()
+            else:
+                tmp.replace(final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     def remove(self, rel: str, *, recursive: bool = False) -> None:
-        """Delete ``rel`` (a file, or with ``recursive`` a directory); absent is not an error."""
+        """Delete ``rel`` (a file, or with ``recursive`` a directory) and confirm that nothing is left.
+
+        Absent is not an error. Raises :class:`StorageError` when anything is still there after the
+        delete (S3 batch deletes report failed keys in an HTTP 200 answer).
+        """
         target = self.path(rel)
         with self._translated(f"remove {rel}"):
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=recursive)
+            if recursive and self._is_s3:
+                objects = [self.path(p) for p in self.list(rel)]
+                if objects:
+                    self.fs.rm(objects)  # one batch delete per 1000 keys
+                left = [self.path(p) for p in self.list(rel)] if objects else []
+            elif recursive:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(target, recursive=True)  # folders too, not only their files
+                left = [self.path(p) for p in self.list(rel)]
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(target)
+                left = [target] if self._is_file(target) else []
+        if left:
+            raise StorageError(
+                f"Cannot remove {self.uri(rel)}: {len(left)} object(s) still there after the delete "
+                f"(e.g. {left[0]}). Check delete permissions and retry the export."
+            )
+
+    def _is_file(self, target: str) -> bool:
+        """Whether the object ``target`` exists: one HEAD on S3, where ``exists`` also lists the prefix."""
+        self.fs.invalidate_cache(target)
+        if "s3" not in self.fs.protocol:
+            return bool(self.fs.isfile(target))
+        bucket, key, _ = self.fs.split_path(target)
+        try:
+            self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
 
     # --- reading ----------------------------------------------------------------------------------
 
     def exists(self, rel: str) -> bool:
-        """Whether something is stored under ``rel``."""
-        return bool(self._retry(f"check {rel}", lambda: self.fs.exists(self.path(rel))))
+        """Whether something is stored under ``rel`` (asked of the store, not of a cached listing)."""
+        target = self.path(rel)
+        with self._translated(f"check {rel}"):
+            self.fs.invalidate_cache(target)
+            return bool(self.fs.exists(target))
 
     def read_bytes(self, rel: str) -> bytes:
         """The bytes stored under ``rel``."""
-        return bytes(self._retry(f"read {rel}", lambda: self.fs.cat_file(self.path(rel))))
+        with self._translated(f"read {rel}"):
+            return bytes(self.fs.cat_file(self.path(rel)))
+
+    def read_optional(self, rel: str) -> bytes | None:
+        """The bytes stored under ``rel``, or ``None`` when there is no such object (one request)."""
+        with self._translated(f"read {rel}"):
+            try:
+                return bytes(self.fs.cat_file(self.path(rel)))
+            except FileNotFoundError as exc:
+                if classify(exc) == "bucket":
+                    raise
+                return None
+
+    def list(self, rel: str | None = None) -> tuple[str, ...]:
+        """Paths (relative to the root, sorted) of every object below ``rel`` (default: the root)."""
+        base = self.path(rel) if rel else self.root
+        with self._translated(f"list {rel or self.url}"):
+            self.fs.invalidate_cache(base)
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
+                return ()
+        top = self.root.rstrip("/")
+        return tuple(sorted(str(p)[len(top) :].lstrip("/") for p in found if str(p).startswith(top)))
+
+    def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
+        """The bytes of several objects, fetched concurrently where the filesystem can."""
+        wanted = {self.path(rel): rel for rel in rels}
+        if not wanted:
+            return {}
+        with self._translated(f"read {len(wanted)} objects"):
+            blobs = self.fs.cat(list(wanted), on_error="raise")
+        if not isinstance(blobs, dict):  # a single path comes back as bytes
+            blobs = {next(iter(wanted)): blobs}
+        out = {}
+        for full, data in blobs.items():
+            rel = wanted.get(str(full)) or next((r for p, r in wanted.items() if str(full).endswith(p.lstrip("/"))), "")
+            out[rel] = bytes(data)
+        missing = [rel for rel in wanted.values() if rel not in out]
+        if missing:
+            raise StorageError(f"Cannot read {self.uri(missing[0])}: the filesystem returned no content for it.")
+        return out
 
     def sizes(self) -> dict[str, int]:
         """Size of every object below the root, keyed by path relative to it, from one recursive listing."""
@@ -324,77 +484,34 @@ class Storage:
 
     def describe(self, rel: str) -> StoredObject:
         """Re-read ``rel`` and report its actual size and checksum (streaming, constant memory)."""
-
-        def read() -> StoredObject:
-            digest = hashlib.sha256()
-            size = 0
-            with self.fs.open(self.path(rel), "rb", block_size=_CHUNK) as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            return StoredObject(path=rel, size=size, checksum=multihash_sha256(digest.digest()))
-
-        return self._retry(f"read {rel}", read)
+        digest = hashlib.sha256()
+        size = 0
+        with self._translated(f"read {rel}"), self.fs.open(self.path(rel), "rb", block_size=_CHUNK) as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return StoredObject(path=rel, size=size, checksum=multihash_sha256(digest.digest()))
 
     def describe_tree(self, rel: str) -> StoredObject:
-        r"""Size and checksum of the directory ``rel`` (e.g. a Zarr store), defined over its objects.
-
-        ``size`` is the sum of the objects' sizes. ``checksum`` is the multihash SHA-256 of a
-        listing with one line per object, sorted by path: ``<path relative to rel>\t<size>\t<sha256 hex>\n``
-        (UTF-8). Any added, removed, renamed or changed object changes it.
-        """
-        base = self.path(rel)
-
-        def listing() -> list[str]:
-            return sorted(str(p) for p in self.fs.find(base))
-
-        lines = []
-        total = 0
-        for full in self._retry(f"list {rel}", listing):
-            inner = full[len(base) :].lstrip("/") if full.startswith(base) else full.rsplit(base, 1)[-1].lstrip("/")
-            obj = self.describe(f"{rel}/{inner}")
-            total += obj.size
-            lines.append(f"{inner}\t{obj.size}\t{obj.checksum[len(_SHA256_MULTIHASH_PREFIX) :]}\n")
-        digest = hashlib.sha256("".join(lines).encode()).digest()
-        return StoredObject(path=rel, size=total, checksum=multihash_sha256(digest))
+        """Re-read every object of the directory ``rel`` and report its :func:`tree_object`."""
+        return tree_object(rel, (self.describe(p) for p in self.list(rel)))
 
     # --- errors -----------------------------------------------------------------------------------
 
-    def _retry(self, what: str, operation: Callable[[], T]) -> T:
-        """Run ``operation``, retrying transient failures with exponential backoff; translate errors."""
-        attempt = 0
-        while True:
-            try:
-                with self._translated(what):
-                    return operation()
-            except StorageError as exc:
-                cause = exc.__cause__
-                attempt += 1
-                if isinstance(exc, TargetUnreachableError) or cause is None or not _is_transient(cause):
-                    raise
-                if attempt > self.retries:
-                    raise
-                delay = self.backoff * 2 ** (attempt - 1)
-                logger.warning("%s failed (%s); retry %d/%d in %.1f s", what, cause, attempt, self.retries, delay)
-                time.sleep(delay)
-
     @contextlib.contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        """Turn backend exceptions into :class:`StorageError` / :class:`TargetUnreachableError`."""
+    def _translated(self, what: str, *, exclusive: bool = False) -> Iterator[None]:
+        """Turn backend exceptions into :class:`StorageError` and its subclasses (``raise … from``)."""
         try:
             yield
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, ExportError):
             raise
         except Exception as exc:
-            if _is_unreachable(exc):
-                raise TargetUnreachableError(
-                    f"Cannot {what} at {self.url}: the target is unreachable ({type(exc).__name__}: {exc}). "
-                    "Check the endpoint, the credentials and that the bucket exists."
-                ) from exc
-            raise StorageError(f"Cannot {what} at {self.url}: {type(exc).__name__}: {exc}") from exc
+            raise translate(exc, f"Cannot {what} at {self.url}", reached=self._reached, exclusive=exclusive) from exc
+        self._reached = True
 
 
-def _file_checksum(path: Path) -> str:
+def file_checksum(path: Path) -> str:
+    """The multihash SHA-256 of a local file (streaming)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):

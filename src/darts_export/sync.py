@@ -5,7 +5,9 @@ When the target of :func:`~darts_export.export.export_tile` is unreachable and a
 intended ``target``. :func:`sync` finds those folders and, for each one:
 
 1. verifies the local copy (a corrupt export is never pushed);
-2. uploads every artifact through the storage seam (a Zarr store object by object);
+2. uploads every artifact through the storage seam, concurrently (a Zarr store object by
+   object), in the same commit transaction as an export (:mod:`~darts_export.commit`: lease,
+   old manifest removed and confirmed gone first);
 3. writes the manifest last, with ``location`` set to the target and a note in ``warnings``;
 4. verifies the target;
 5. only then removes the local copy.
@@ -25,9 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from darts_export.commit import PublishEvent, transaction
 from darts_export.errors import ExportError, TargetUnreachableError, VerificationError
-from darts_export.manifest import Artifact, Manifest
-from darts_export.products import MANIFEST_NAME
+from darts_export.manifest import Manifest
+from darts_export.products import ITEM_NAME, MANIFEST_NAME
 from darts_export.storage import Storage
 from darts_export.verify import read_manifest, verify
 
@@ -249,38 +252,40 @@ def _sync_one(
 
 
 def _upload(export: FallbackExport, remote: Storage, progress: Callable[[FallbackExport, str], None] | None) -> None:
-    """Every artifact, then the manifest (re-written with ``location`` = target); the old manifest goes first."""
-    remote.remove(MANIFEST_NAME)  # the commit marker: a half-finished sync must never look complete
-    for artifact in export.manifest.artifacts:
-        _upload_artifact(export.path, remote, artifact)
-        if progress is not None:
-            progress(export, artifact.path)
-    synced_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    manifest = replace(
-        export.manifest,
-        location=export.target,
-        warnings=(
-            *export.manifest.warnings,
-            f"synced from the local fallback {export.manifest.location} at {synced_at}",
-        ),
-    )
-    remote.publish_bytes(MANIFEST_NAME, manifest.to_json())
-    if progress is not None:
-        progress(export, MANIFEST_NAME)
+    """Every artifact, then the manifest (``location`` = target), in the commit transaction export uses."""
 
+    def report(event: PublishEvent, rel: str) -> None:
+        if progress is not None and event == "published":
+            progress(export, rel)
 
-def _upload_artifact(folder: Path, remote: Storage, artifact: Artifact) -> None:
-    source = folder / artifact.path
-    if artifact.type == "directory":
-        remote.remove(artifact.path, recursive=True)  # no stale objects from an earlier store
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
-            remote.publish_file(f"{artifact.path}/{file.relative_to(source).as_posix()}", file)
-        return
-    stored = remote.publish_file(artifact.path, source)
-    if stored.checksum != artifact.checksum:
-        raise VerificationError(
-            f"{source} changed while it was uploaded (checksum {stored.checksum}, manifest {artifact.checksum})."
+    with transaction(remote, overwrite=True, progress=report) as tx:
+        items = [a for a in export.manifest.artifacts if a.path == ITEM_NAME]
+        for batch in ([a for a in export.manifest.artifacts if a.path != ITEM_NAME], items):  # the item after the rest
+            uploads = []
+            for artifact in batch:
+                source = export.path / artifact.path
+                if artifact.type == "directory":
+                    uploads.append((artifact, tx.publisher.publish_tree(artifact.path, source)))
+                else:
+                    uploads.append((artifact, tx.publisher.publish(artifact.path, source)))
+            for artifact, upload in uploads:
+                stored = upload.result()
+                if stored.checksum != artifact.checksum or stored.size != artifact.size:
+                    raise VerificationError(
+                        f"{export.path / artifact.path} changed while it was uploaded "
+                        f"(checksum {stored.checksum}, manifest {artifact.checksum})."
+                    )
+        synced_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        manifest = replace(
+            export.manifest,
+            location=export.target,
+            warnings=(
+                *export.manifest.warnings,
+                f"synced from the local fallback {export.manifest.location} at {synced_at}",
+            ),
         )
+        tx.commit(manifest.to_json())
+    report("published", MANIFEST_NAME)
 
 
 def _existing_manifest(remote: Storage) -> Manifest | None:

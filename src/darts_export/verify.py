@@ -34,16 +34,26 @@ def missing_outputs(
 ) -> Literal["all", "some", "none"]:
     """Which of the outputs of an export with these options are missing at ``out_dir``.
 
+    The manifest is the commit marker: without it the export is incomplete whatever files lie
+    there, and with it a product counts only if the manifest lists it (a product that failed
+    is never listed, even if some of its files remain).
+
     Returns:
-        ``"none"`` when every product file and the manifest exist, ``"all"`` when none of them
-        does (also for a folder or prefix that does not exist), else ``"some"``.
+        ``"none"`` when the manifest exists and lists every product file, which exists; ``"all"``
+        when none of them exists (also for a folder or prefix that does not exist), else ``"some"``.
     """
     storage = Storage.open(out_dir, storage_options)
-    paths = expected_paths(list(bands), list(ensemble_subsets), debug=debug)
-    present = sum(storage.exists(p) for p in paths)
-    if present == len(paths):
+    paths = [p for p in expected_paths(list(bands), list(ensemble_subsets), debug=debug) if p != MANIFEST_NAME]
+    listed: set[str] | None = None
+    if storage.exists(MANIFEST_NAME):
+        try:
+            listed = {a.path for a in read_manifest(storage).artifacts}
+        except VerificationError:
+            listed = None  # unreadable: as good as absent
+    present = sum(storage.exists(p) and (listed is None or p in listed) for p in paths)
+    if listed is not None and present == len(paths):
         return "none"
-    return "all" if present == 0 else "some"
+    return "all" if present == 0 and listed is None else "some"
 
 
 @dataclass(frozen=True, kw_only=True)

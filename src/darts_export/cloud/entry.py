@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from darts_export.cloud.config import HandlerConfig
 from darts_export.cloud.events import ExportRequest, parse_event
 from darts_export.cloud.resources import check_resources
-from darts_export.errors import ExportFailedError, IncompleteStoreError
+from darts_export.errors import ExportFailedError, ExportInProgressError, IncompleteStoreError
 from darts_export.products import MANIFEST_NAME, plan_products
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def handler(event: object, context: object = None) -> list[dict[str, Any]]:
 def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
     """Export one request unless a verified export already exists; never raises for export failures."""
     from darts_export.export import export_tile  # the array libraries load on the first request
+    from darts_export.staging import sweep_stale_staging
     from darts_export.verify import verify
 
     started = time.perf_counter()
@@ -90,6 +91,7 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
             status=status, input=request.input, output=request.output, source=request.source, seconds=elapsed, **kwargs
         )
 
+    sweep_stale_staging()  # /tmp survives warm invocations: reclaim what timed-out ones left
     try:
         if not request.overwrite:
             report = verify(request.output, storage_options=out_options)
@@ -119,6 +121,9 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
                 storage_options=out_options,
                 overwrite=True,  # an existing export did not verify, or overwrite was asked for
             )
+    except ExportInProgressError as exc:  # a redelivered or retried event: the other writer finishes the job
+        logger.info("skipping %s: %s", request.input, exc)
+        return summary("skipped", reason=f"in progress: {exc}", error_type=type(exc).__name__)
     except Exception as exc:  # one request's failure is reported; the others still run
         logger.exception("export of %s to %s failed", request.input, request.output)
         return summary("failed", reason=str(exc), error_type=type(exc).__name__)

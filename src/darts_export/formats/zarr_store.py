@@ -2,16 +2,11 @@
 
 ``export_tile(debug=True)`` writes ``darts_inference_debug.zarr`` next to the products
 (the original wrote a NetCDF file). The store holds every data variable, coordinate and
-attribute of the tile and is written straight to the target through zarr's own stores:
-
-* a local folder through :class:`zarr.storage.LocalStore`;
-* any other fsspec filesystem (S3, ``memory://``, ...) through
-  :class:`zarr.storage.FsspecStore` over an
-  :class:`~fsspec.implementations.asyn_wrapper.AsyncFileSystemWrapper` around the
-  :class:`~darts_export.storage.Storage`'s own filesystem instance. Wrapping the existing
-  instance (rather than opening a second, ``asynchronous=True`` one) reuses its
-  credentials, connection pool and event loop, leaves no client session to close, and
-  keeps its listing cache coherent for :meth:`~darts_export.storage.Storage.describe_tree`.
+attribute of the tile. Like every format module this one is pure: it encodes the tile into
+a folder on local disk (the export's staging folder), and the export publishes that folder
+object by object through :class:`~darts_export.storage.Storage` (retries, checksums on the
+way out, no read-back). Lazy (dask-backed) tiles are rechunked to the store's chunks first,
+so their own chunking never conflicts with the layout.
 
 Layout and encoding:
 
@@ -31,31 +26,26 @@ Layout and encoding:
   attributes carry rioxarray's ``_FillValue`` (e.g. the TCVIS bands) come back as floats
   with NaN at that value, as for any CF store.
 
-The store is a directory of objects, so it cannot be published atomically: an existing
-store is removed first (no stale chunk survives), then the new one is written, and its
-:class:`~darts_export.storage.StoredObject` (see :meth:`Storage.describe_tree`) is
-computed from what is actually stored.
+The store is a directory of objects, so it cannot be published atomically: the export removes
+an existing store first (no stale chunk survives) and lists the new one in the manifest with the
+tree checksum of :func:`~darts_export.storage.tree_object`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-import warnings
 from collections.abc import Hashable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import zarr
-from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 from zarr.codecs import ZstdCodec
-
-from darts_export.errors import ExportError, StorageError
 
 if TYPE_CHECKING:
     import xarray as xr
-
-    from darts_export.storage import Storage, StoredObject
 
 __all__ = ["DEBUG_CHUNK_SIZE", "DEBUG_ZSTD_LEVEL", "write_debug_store"]
 
@@ -74,65 +64,63 @@ _MEANINGFUL_ENCODINGS = frozenset(
     {"_FillValue", "missing_value", "scale_factor", "add_offset", "dtype", "units", "calendar", "grid_mapping"}
 )
 
-# zarr warns on every consolidation of a v3 store that consolidated metadata is not yet part
-# of the v3 specification. The store is meant for xarray/zarr-python readers, which support
-# it; this exact warning (and no other) is silenced around the write.
-_CONSOLIDATED_V3_WARNING = r"Consolidated metadata is currently not part"
 
-
-def write_debug_store(tile: xr.Dataset, storage: Storage, rel: str = "darts_inference_debug.zarr") -> StoredObject:
-    """Write ``tile`` whole as a Zarr v3 store under ``rel``, replacing any store already there.
+def write_debug_store(tile: xr.Dataset, folder: str | Path) -> Path:
+    """Encode ``tile`` whole as a Zarr v3 store in the local, not yet existing, ``folder``.
 
     The caller's tile (its values, attributes and encodings) is not modified.
 
     Args:
-        tile: The tile, with every variable in memory (or lazily loadable by xarray).
-        storage: Where the export goes.
-        rel: Path of the store relative to the export root.
+        tile: The tile, in memory or lazy (dask-backed, e.g. opened from a Zarr store).
+        folder: Where to create the store (the export's staging folder).
 
     Returns:
-        The store's total size and its tree checksum, as :meth:`Storage.describe_tree` defines them.
+        ``folder``, holding the store's objects.
 
     Raises:
-        StorageError: Removing the old store, writing or listing the new one failed (the
-            backend's exception is chained); :class:`~darts_export.errors.TargetUnreachableError`
-            when the target cannot be reached at all. A partial store may remain.
-        ValueError: ``rel`` is not a plain relative path, or a variable cannot be encoded
-            by Zarr (xarray's ``ValueError``/``TypeError`` propagate unchanged).
+        ValueError: a variable cannot be encoded by Zarr (xarray's ``ValueError``/``TypeError``
+            propagate unchanged).
+        OSError: the local disk refused the write (full, read-only).
     """
-    target = storage.path(rel)  # validates rel before anything is touched
     started = time.perf_counter()
     dataset = _prepared_copy(tile)
     encoding = _layout(dataset)
-    storage.remove(rel, recursive=True)
-    try:
-        with warnings.catch_warnings():
-            # Not thread-safe on Python < 3.14 (global filter list); at worst the warning
-            # is shown when another thread changes the filters concurrently.
-            warnings.filterwarnings("ignore", message=_CONSOLIDATED_V3_WARNING, category=UserWarning)
-            dataset.to_zarr(
-                _zarr_store(storage, target),
-                mode="w",
-                zarr_format=3,
-                consolidated=True,
-                encoding=encoding,
-            )
-    except (ValueError, TypeError, ExportError):
-        raise
-    except Exception as exc:
-        raise StorageError(f"Cannot write the debug store {storage.uri(rel)}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        storage.fs.invalidate_cache(target)
-    stored = storage.describe_tree(rel)
-    logger.debug("wrote debug store %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
-    return stored
+    dataset = _rechunked(dataset, encoding)
+    dataset.to_zarr(
+        zarr.storage.LocalStore(str(folder)), mode="w-", zarr_format=3, consolidated=False, encoding=encoding
+    )
+    _consolidate(Path(folder))
+    logger.debug("encoded debug store in %s in %.3f s", folder, time.perf_counter() - started)
+    return Path(folder)
 
 
-def _zarr_store(storage: Storage, target: str) -> zarr.storage.LocalStore | zarr.storage.FsspecStore:
-    """A writable zarr store at ``target`` on the storage's own filesystem."""
-    if storage.is_local:
-        return zarr.storage.LocalStore(target)
-    return zarr.storage.FsspecStore(AsyncFileSystemWrapper(storage.fs, asynchronous=True), path=target)
+def _consolidate(folder: Path) -> None:
+    """Inline every member's metadata into the root ``zarr.json``, as ``zarr.consolidate_metadata`` does.
+
+    Done here rather than by zarr, which warns on every v3 consolidation that it is not yet in the
+    specification; silencing that needs the process-wide warnings filters, which other encoder
+    threads change concurrently. Readers (xarray, zarr-python) support it.
+    """
+    root = folder / "zarr.json"
+    members = {
+        path.parent.relative_to(folder).as_posix(): json.loads(path.read_text())
+        for path in sorted(folder.rglob("zarr.json"))
+        if path != root
+    }
+    group = json.loads(root.read_text())
+    node_type = group.pop("node_type")
+    group["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": members}
+    group["node_type"] = node_type
+    root.write_text(json.dumps(group, indent=2))
+
+
+def _rechunked(dataset: xr.Dataset, encoding: dict[Hashable, dict[str, Any]]) -> xr.Dataset:
+    """Lazy variables rechunked to the store's chunks: a dask chunk spanning two zarr chunks cannot be written."""
+    lazy = {name: var for name, var in dataset.data_vars.items() if var.chunks is not None}
+    for name, variable in lazy.items():
+        chunks = dict(zip(variable.dims, encoding[name]["chunks"], strict=True))
+        dataset[name] = variable.chunk(chunks)
+    return dataset
 
 
 def _prepared_copy(tile: xr.Dataset) -> xr.Dataset:

@@ -48,7 +48,6 @@ from darts_export.errors import (
     ExportError,
     InvalidTileError,
     NoItemsError,
-    StorageError,
     require_extra,
 )
 from darts_export.locations import RUNS_FOLDER
@@ -93,16 +92,8 @@ def find_items(storage: Storage) -> tuple[str, ...]:
     Raises:
         StorageError: the prefix cannot be listed (the backend's exception is chained).
     """
-    base = storage.root.rstrip("/")
-    try:
-        found = storage.fs.find(base)
-    except FileNotFoundError:
-        return ()
-    except Exception as exc:
-        raise StorageError(f"Cannot list {storage.url}: {type(exc).__name__}: {exc}") from exc
     rels = []
-    for full in found:
-        rel = str(full)[len(base) :].lstrip("/") if str(full).startswith(base) else str(full)
+    for rel in storage.list():
         parts = rel.split("/")
         if (
             parts[-1] != ITEM_NAME
@@ -116,23 +107,11 @@ def find_items(storage: Storage) -> tuple[str, ...]:
 
 def _read_items(storage: Storage, rels: Sequence[str]) -> list[dict[str, Any]]:
     """The JSON of every item, fetched concurrently where the filesystem can (s3fs batches ``cat``)."""
-    paths = [storage.path(rel) for rel in rels]
-    try:
-        blobs = storage.fs.cat(paths, on_error="raise")
-    except Exception as exc:
-        raise StorageError(f"Cannot read the items under {storage.url}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(blobs, dict):  # a single path comes back as bytes
-        blobs = {paths[0]: blobs}
+    blobs = storage.read_many(rels)
     items = []
-    for rel, path in zip(rels, paths, strict=True):
-        data = blobs.get(path)
-        if data is None:  # fsspec may key the result by a normalised path
-            matches = [v for k, v in blobs.items() if str(k).rstrip("/").endswith(path.lstrip("/"))]
-            if len(matches) != 1:
-                raise StorageError(f"Cannot read {storage.uri(rel)}: the filesystem returned no content for it.")
-            data = matches[0]
+    for rel in rels:
         try:
-            item = json.loads(data)
+            item = json.loads(blobs[rel])
         except json.JSONDecodeError as exc:
             raise ExportError(f"{storage.uri(rel)} is not valid JSON ({exc}); re-export that tile.") from exc
         if not isinstance(item, dict) or item.get("type") != "Feature":
