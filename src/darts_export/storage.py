@@ -437,50 +437,41 @@ class Storage:
         return tuple(sorted(str(p)[len(top) :].lstrip("/") for p in found if str(p).startswith(top)))
 
     def read_many(self, rels: Iterable[str]) -> dict[str, bytes]:
-        """The bytes of several objects, fetched concurrently where the filesystem can."""
+        """The bytes of several objects, fetched concurrently where the filesystem can; absent ones are left out."""
         wanted = {self.path(rel): rel for rel in rels}
         if not wanted:
             return {}
         with self._translated(f"read {len(wanted)} objects"):
-            blobs = self.fs.cat(list(wanted), on_error="raise")
-        if not isinstance(blobs, dict):  # a single path comes back as bytes
-            blobs = {next(iter(wanted)): blobs}
+            blobs = self.fs.cat(list(wanted), on_error="return")
+            if not isinstance(blobs, dict):  # a single path comes back as bytes
+                blobs = {next(iter(wanted)): blobs}
+            failed = [e for e in blobs.values() if isinstance(e, Exception) and not isinstance(e, FileNotFoundError)]
+            if failed:
+                raise failed[0]
         out = {}
         for full, data in blobs.items():
-            rel = wanted.get(str(full)) or next((r for p, r in wanted.items() if str(full).endswith(p.lstrip("/"))), "")
-            out[rel] = bytes(data)
-        missing = [rel for rel in wanted.values() if rel not in out]
-        if missing:
-            raise StorageError(f"Cannot read {self.uri(missing[0])}: the filesystem returned no content for it.")
+            if isinstance(data, Exception):
+                continue
+            rel = wanted.get(str(full).rstrip("/"))
+            rel = rel or next((r for p, r in wanted.items() if str(full).endswith(p.lstrip("/"))), None)
+            if rel is not None:
+                out[rel] = bytes(data)
         return out
 
     def sizes(self) -> dict[str, int]:
         """Size of every object below the root, keyed by path relative to it, from one recursive listing."""
         base = self.root.rstrip("/")
-
-        def listing() -> dict[str, int]:
+        with self._translated("list"):
+            self.fs.invalidate_cache(base)
             try:
                 found = self.fs.find(base, detail=True)
             except FileNotFoundError:
                 return {}
-            return {
-                str(path)[len(base) :].lstrip("/"): int(info.get("size") or 0)
-                for path, info in found.items()
-                if str(path).startswith(base) and info.get("type", "file") != "directory"
-            }
-
-        return self._retry("list", listing)
-
-    def read_many(self, rels: list[str]) -> dict[str, bytes]:
-        """The bytes of several objects, fetched concurrently where the filesystem can (s3fs batches ``cat``)."""
-        if not rels:
-            return {}
-        paths = {self.path(rel): rel for rel in rels}
-        blobs = self._retry("read", lambda: self.fs.cat(list(paths), on_error="raise"))
-        if not isinstance(blobs, dict):  # a single path comes back as bytes
-            return {rels[0]: bytes(blobs)}
-        found = {str(k).rstrip("/"): bytes(v) for k, v in blobs.items()}
-        return {rel: found[path] for path, rel in paths.items() if path in found}
+        return {
+            str(path)[len(base) :].lstrip("/"): int(info.get("size") or 0)
+            for path, info in found.items()
+            if str(path).startswith(base) and info.get("type", "file") != "directory"
+        }
 
     def describe(self, rel: str) -> StoredObject:
         """Re-read ``rel`` and report its actual size and checksum (streaming, constant memory)."""

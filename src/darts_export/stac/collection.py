@@ -48,6 +48,7 @@ from darts_export.errors import (
     ExportError,
     InvalidTileError,
     NoItemsError,
+    StorageError,
     require_extra,
 )
 from darts_export.locations import RUNS_FOLDER
@@ -110,6 +111,8 @@ def _read_items(storage: Storage, rels: Sequence[str]) -> list[dict[str, Any]]:
     blobs = storage.read_many(rels)
     items = []
     for rel in rels:
+        if rel not in blobs:
+            raise StorageError(f"Cannot read {storage.uri(rel)}: it was listed but is gone; run again.")
         try:
             item = json.loads(blobs[rel])
         except json.JSONDecodeError as exc:
