@@ -30,6 +30,8 @@ CANDIDATES: list[tuple[str, CogOptions]] = [
     ("DEFLATE6+pred", CogOptions(compression="DEFLATE", level=6, predictor=True)),
     ("ZSTD1", CogOptions(compression="ZSTD", level=1, predictor=False)),
     ("ZSTD1+pred", CogOptions(compression="ZSTD", level=1, predictor=True)),
+    ("ZSTD3", CogOptions(compression="ZSTD", level=3, predictor=False)),
+    ("ZSTD3+pred", CogOptions(compression="ZSTD", level=3, predictor=True)),
     ("ZSTD9", CogOptions(compression="ZSTD", level=9, predictor=False)),
     ("ZSTD9+pred", CogOptions(compression="ZSTD", level=9, predictor=True)),
     ("ZSTD15+pred", CogOptions(compression="ZSTD", level=15, predictor=True)),

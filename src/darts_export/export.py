@@ -286,10 +286,9 @@ class _Job:
     def _first_percent(self, order: list[PlannedProduct], encoders: ThreadPoolExecutor) -> dict[str, NDArray[np.uint8]]:
         """Convert the first probability raster to percent on both encoder threads at once.
 
-        Its COG is the longest single task (bench/run.py: 1.2 s of 1.9 s at 10980²), so its
-        0.3 s conversion would otherwise sit alone on the critical path while the other
-        thread runs out of work; split in halves, it costs 0.15 s of wall time. Only the
-        first: each converted array is held (one byte per pixel) until its COG is done.
+        Its COG is the longest single task, so its conversion would otherwise sit alone on the
+        critical path while the other thread runs out of work (bench/results/HISTORY.md). Only
+        the first: each converted array is held (one byte per pixel) until its COG is done.
         """
         first = next((p for p in order if p.kind is Kind.PROBABILITY_RASTER), None)
         if first is None:
@@ -338,7 +337,7 @@ class _Job:
 
 
 _ENCODER_THREADS = 2
-# Encoding seconds per kind at 10980² (bench/run.py, each product alone): the longest are
+# Relative encoding cost per kind (bench/run.py --products; bench/results/HISTORY.md): the longest are
 # started first so the two encoder threads finish together (longest-processing-time first).
 _COST = {
     Kind.PROBABILITY_RASTER: 1.5,

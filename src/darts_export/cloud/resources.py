@@ -20,13 +20,12 @@ logger = logging.getLogger(__name__)
 
 MiB = 2**20
 GPKG_BYTES_PER_PIXEL = 0.25
-"""Staging bound per GeoPackage. Measured: a synthetic 10980² tile (684 objects) gives a 1.0 MiB objects
-and a 0.4 MiB extent GeoPackage (< 0.01 B/px); 0.25 B/px (29 MiB per full tile) leaves a 25× margin for
-busier real predictions."""
+"""Staging bound per GeoPackage: a wide margin over the measured sizes, for busier real predictions
+(bench/results/HISTORY.md)."""
 GPKG_FIXED_BYTES = 1 * MiB
 STAGING_MARGIN_BYTES = 64 * MiB
 WORKING_BYTES_PER_PIXEL = 8
-"""Peak memory of an export on top of the input arrays (≤ 0.8 GiB measured for a 10980² tile)."""
+"""Peak memory of an export on top of the input arrays, with a margin (bench/results/bench-10980.md)."""
 
 
 def check_resources(tile: xr.Dataset, planned: Sequence[PlannedProduct], *, memory_mb: int | None) -> None:

@@ -49,7 +49,7 @@ def local_gdal_env() -> Iterator[None]:
     The encoders only touch in-memory GDAL datasets; storage credentials are fsspec's business.
     Without an active environment rasterio opens one per call (``rasterio.open``, ``warp``,
     ...) and, whenever AWS credentials are in the process environment (always, in AWS Lambda),
-    builds a boto3 session for each: ~17 ms per call. Environments are per thread.
+    builds a boto3 session for each (bench/results/HISTORY.md). Environments are per thread.
     """
     # With its default options: an environment without any option is falsy to rasterio's
     # ensure_env, which would then still open a credentialled environment per call.

@@ -57,14 +57,13 @@ class BandRows(Protocol):
 class CogOptions:
     """How to encode a COG.
 
-    The defaults were chosen by measurement (``bench/bench_cog.py``, 10980² synthetic tile,
-    2 cores): ZSTD level 1 with the horizontal-differencing predictor encodes the
-    probabilities COG in 1.1 s to 6.5 MB (the original's LZW strips: 12.4 MB without
-    overviews); ZSTD 9 saves another 2 MB for twice the time, DEFLATE is slower at every
-    size. Floating-point bands use the floating-point predictor. GDAL's multi-threaded
-    compression (``threads="ALL_CPUS"``) made COG creation *slower* here (2.1 s vs 1.1 s:
-    overview generation dominates and does not parallelise), so one thread per raster is the
-    default and the export runs rasters side by side instead.
+    The defaults were chosen by measurement (``bench/bench_cog.py``; numbers in
+    ``bench/results``): ZSTD with the horizontal-differencing predictor is smaller than the
+    original's LZW strips and faster than DEFLATE; higher levels cost more CPU than the bytes
+    they save. Floating-point bands use the floating-point predictor. GDAL's multi-threaded
+    compression (``threads="ALL_CPUS"``) made COG creation *slower* (overview generation
+    dominates and does not parallelise), so one thread per raster is the default and the
+    export runs rasters side by side instead.
     """
 
     compression: Compression = "ZSTD"
@@ -135,8 +134,8 @@ def encode_cog(
     """Encode same-shaped 2-D arrays as one multi-band Cloud-Optimized GeoTIFF.
 
     GDAL computes exact statistics of every band on the in-memory dataset (pixels equal to
-    ``nodata`` and NaN excluded; SIMD code, ~0.1 s for a 120-Mpixel byte band, where numpy's
-    ``bincount`` takes 0.5 s and a 1 GiB temporary); they are also stored in the COG as the
+    ``nodata`` and NaN excluded; SIMD code, faster than numpy's ``bincount`` and without its
+    full-size temporary); they are also stored in the COG as the
     bands' ``STATISTICS_*`` metadata, which GIS clients use for their default stretch.
 
     Args:

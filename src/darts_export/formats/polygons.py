@@ -16,7 +16,7 @@ occupied cells, and only their bounding windows are labelled and traced; the ext
 traced at block resolution where blocks are fully valid and at pixel resolution only
 along its border, then the pieces are unioned. The windows are packed side by side into
 one canvas and traced in a single GDAL call (``rasterio.features.shapes`` builds a
-credentialled GDAL session per call, 17 ms, whenever AWS credentials are in the
+credentialled GDAL session per call whenever AWS credentials are in the
 environment), then every polygon is moved back by its window's offset. All
 geometry work happens in integer pixel coordinates, so shifts and union are exact, and
 the affine transform is applied last.

@@ -67,8 +67,8 @@ def probabilities_to_percent(
 
     Exact: a float32 times 100 needs at most 31 significant bits, so the product is computed
     in float64 without rounding. Works in blocks of a few rows that stay in the CPU cache, in
-    place, so the temporaries are ~1 MiB whatever the tile size (0.3 s for 10980², against
-    0.6 s for whole-array numpy expressions). Values outside [0, 1] are clipped.
+    place, so the temporaries are ~1 MiB whatever the tile size (faster than whole-array numpy
+    expressions: bench/results/HISTORY.md). Values outside [0, 1] are clipped.
     """
     height = probabilities.shape[0]
     width = math.prod(probabilities.shape[1:])
