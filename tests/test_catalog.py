@@ -11,10 +11,13 @@ import pyarrow.parquet as pq
 import pystac
 import pytest
 import shapely
+from click.testing import CliRunner, Result
 from shapely.geometry.base import BaseGeometry
 from stac_geoparquet.arrow import stac_table_to_items
 
-from darts_export.errors import DuplicateItemError, ExportError, InvalidTileError, NoItemsError
+from darts_export.cli.main import ExitCode, main
+from darts_export.cloud import HandlerConfig
+from darts_export.errors import ConfigurationError, DuplicateItemError, ExportError, InvalidTileError, NoItemsError
 from darts_export.export import export_tile
 from darts_export.products import ITEM_NAME
 from darts_export.stac.collection import (
@@ -28,7 +31,7 @@ from darts_export.stac.collection import (
 from darts_export.stac.item import asset_key, encode_item
 from darts_export.storage import Storage
 from darts_export.synthetic import make_synthetic_tile
-from helpers import Target, multihash
+from helpers import Target, closed_port, multihash
 from stac_helpers import OfflineValidator, antimeridian_tile, make_item, validate_offline
 
 
@@ -357,3 +360,48 @@ def test_an_item_without_collection(tmp_path: Path, validator: OfflineValidator)
     assert "collection" not in item
     assert [link["rel"] for link in item["links"]] == ["describedby"]
     validate_offline(item, validator)
+
+
+def _cli(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="darts-export", catch_exceptions=False)
+
+
+def test_cli_catalog_options(tmp_path: Path) -> None:
+    root = tmp_path / "darts"
+    exported = _cli("demo", root / "T1", "--size", "32", "--href-base", "s3://bucket/darts", "--collection", "rts")
+    assert exported.exit_code == 0, exported.output
+    item = json.loads((root / "T1" / ITEM_NAME).read_text())
+    assert item["collection"] == "rts"
+    assert item["assets"]["probabilities"]["href"] == "s3://bucket/darts/T1/probabilities.tif"
+    bad = _cli("demo", root / "T2", "--size", "32", "--seed", "1", "--href-base", "relative/path")
+    assert bad.exit_code == ExitCode.BAD_INPUT
+    assert "not an absolute URL" in bad.output
+    assert not (root / "T2").exists()
+    assert _cli("demo", root / "T2", "--size", "32", "--seed", "1", "--collection", "").exit_code == 0
+    assert "collection" not in json.loads((root / "T2" / ITEM_NAME).read_text())
+
+    catalogued = _cli("stac", root, "--id", "rts", "--href-base", "https://data.example.org/darts", "--json")
+    assert catalogued.exit_code == 0, catalogued.output
+    rows = [json.loads(line) for line in (root / ITEMS_NDJSON_NAME).read_text().splitlines()]
+    assert {row["assets"]["probabilities"]["href"] for row in rows} == {
+        "s3://bucket/darts/T1/probabilities.tif",  # absolute already: kept
+        "https://data.example.org/darts/T2/probabilities.tif",
+    }
+
+    Storage.open(root).publish_bytes("T3/item.json", (root / "T1" / ITEM_NAME).read_bytes())  # a second "T1"
+    duplicated = _cli("stac", root)
+    assert duplicated.exit_code == ExitCode.BAD_INPUT
+    assert "--allow-duplicates" in duplicated.output
+    assert _cli("stac", root, "--allow-duplicates").exit_code == 0
+    unreachable = _cli("stac", root, "--allow-duplicates", "--pgstac", f"postgresql://u@127.0.0.1:{closed_port()}/db")
+    assert unreachable.exit_code == ExitCode.STORAGE
+    assert "Cannot connect to pgstac" in unreachable.output
+
+
+def test_handler_config_reads_the_catalog_settings() -> None:
+    config = HandlerConfig.from_environ({"DARTS_COLLECTION": "rts", "DARTS_HREF_BASE": "s3://bucket/darts/"})
+    assert (config.collection, config.href_base) == ("rts", "s3://bucket/darts")
+    assert (HandlerConfig.from_environ({}).collection, HandlerConfig.from_environ({}).href_base) == ("darts", None)
+    assert HandlerConfig.from_environ({"DARTS_COLLECTION": ""}).collection is None
+    with pytest.raises(ConfigurationError, match="DARTS_HREF_BASE"):
+        HandlerConfig.from_environ({"DARTS_HREF_BASE": "darts"})

@@ -17,9 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from catalog_helpers import EXPORTS, check_asset_opens, export_pair
+from darts_export.cli.main import main
 from darts_export.errors import CatalogError
 from darts_export.stac.collection import ITEMS_NDJSON_NAME, build_collection
 from darts_export.stac.pgstac import load_into_pgstac
@@ -93,8 +95,11 @@ def test_exports_round_trip_through_pgstac_and_a_stac_api(tmp_path: Path, postgr
         assert (root / ITEMS_NDJSON_NAME).exists()
 
         assert _migrate(dsn)
+        # The README's line, then again through the library: an upsert, so running again is safe.
+        loaded = CliRunner().invoke(main, ["stac", str(root), "--pgstac", dsn], catch_exceptions=False)
+        assert loaded.exit_code == 0, loaded.output
+        assert "Upserted the collection and 2 items into pgstac" in loaded.output
         build_collection(root, pgstac_dsn=dsn)
-        build_collection(root, pgstac_dsn=dsn)  # upsert: running again is safe
 
         # items.ndjson is exactly what `pypgstac load items` takes.
         from pypgstac.db import PgstacDB

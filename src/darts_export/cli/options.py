@@ -18,6 +18,7 @@ __all__ = [
     "JsonObjectFile",
     "KeyValue",
     "StorageUrl",
+    "catalog_options",
     "global_options",
     "target_options",
 ]
@@ -176,4 +177,21 @@ def target_options(func: F) -> F:
         default=True,
         show_default=True,
         help="Replace an existing export at OUT_DIR, or stop with exit code 5.",
+    )(func)
+
+
+def catalog_options(func: F) -> F:
+    """``--collection`` and ``--href-base`` of the commands that write an export's STAC item."""
+    func = click.option(
+        "--href-base",
+        metavar="URL",
+        help="Public URL of the folder that holds the export folders (e.g. https://data.example.org/darts): "
+        "the item's hrefs become URL/<export folder>/<file>. Default: relative hrefs (a portable folder).",
+    )(func)
+    return click.option(
+        "--collection",
+        default="darts",
+        show_default=True,
+        metavar="ID",
+        help="The STAC collection the item names and links to (../collection.json); '' for none.",
     )(func)

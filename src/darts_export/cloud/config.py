@@ -1,7 +1,9 @@
 """The handler's configuration, read from the environment (and nowhere else in the package).
 
 ``DARTS_OUTPUT_PREFIX``, ``DARTS_BANDS`` / ``DARTS_ENSEMBLE_SUBSETS`` (comma-separated defaults),
-``DARTS_DEBUG``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (passed to s3fs explicitly, so that
+``DARTS_DEBUG``, ``DARTS_COLLECTION`` (the STAC collection of the items; empty for none) and
+``DARTS_HREF_BASE`` (public URL of the folder holding the exports: absolute item hrefs),
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (passed to s3fs explicitly, so that
 its instance cache never mixes endpoints) and ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``.
 """
 
@@ -11,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from darts_export.errors import ConfigurationError
+from darts_export.errors import ConfigurationError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS
+from darts_export.stac.item import DEFAULT_COLLECTION, normalise_href_base
 
 __all__ = ["HandlerConfig"]
 
@@ -28,6 +31,8 @@ class HandlerConfig:
     bands: tuple[str, ...] = DEFAULT_BANDS
     ensemble_subsets: tuple[str, ...] = ()
     debug: bool = False
+    collection: str | None = DEFAULT_COLLECTION
+    href_base: str | None = None
     endpoint_url: str | None = None
     memory_mb: int | None = None
 
@@ -43,11 +48,17 @@ class HandlerConfig:
         if debug not in _TRUE | _FALSE:
             raise ConfigurationError(f"DARTS_DEBUG must be true or false, got {debug!r}.")
         memory = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+        try:
+            href_base = normalise_href_base(environ.get("DARTS_HREF_BASE") or None)
+        except InvalidTileError as exc:
+            raise ConfigurationError(f"DARTS_HREF_BASE: {exc}") from exc
         return cls(
             output_prefix=environ.get("DARTS_OUTPUT_PREFIX", "").rstrip("/") or None,
             bands=words("DARTS_BANDS", DEFAULT_BANDS),
             ensemble_subsets=words("DARTS_ENSEMBLE_SUBSETS", ()),
             debug=debug in _TRUE,
+            collection=environ.get("DARTS_COLLECTION", DEFAULT_COLLECTION).strip() or None,
+            href_base=href_base,
             endpoint_url=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None,
             memory_mb=int(memory) if memory.isdigit() else None,
         )

@@ -120,6 +120,8 @@ def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
                 debug=request.debug,
                 storage_options=out_options,
                 overwrite=True,  # an existing export did not verify, or overwrite was asked for
+                collection=config.collection,
+                href_base=config.href_base,
             )
     except ExportInProgressError as exc:  # a redelivered or retried event: the other writer finishes the job
         logger.info("skipping %s: %s", request.input, exc)

@@ -373,7 +373,8 @@ def build_collection(
         description: The collection's ``description``.
         title: The collection's ``title``.
         license: An SPDX license identifier, or ``"other"``.
-        write: Write ``collection.json`` and ``items.ndjson`` at ``root`` (replacing any there).
+        write: Write ``collection.json`` and ``items.ndjson`` at ``root`` (replacing any there);
+            without it nothing is written or loaded anywhere.
         items_parquet: Also write every item as ``items.parquet`` (stac-geoparquet) at ``root``.
         href_base: The public URL of ``root`` (``https://data.example.org/darts`` for
             ``s3://bucket/darts``): the base of the absolute hrefs in ``items.ndjson``,
@@ -434,11 +435,11 @@ def build_collection(
         if items_parquet:
             _write_items_parquet(storage, rows, collection)
         storage.publish_bytes(COLLECTION_NAME, encode_collection(collection))
-    elif items_parquet:
-        logger.warning("items_parquet ignored: write=False")
-    if pgstac_dsn is not None:
-        from darts_export.stac.pgstac import load_into_pgstac
+        if pgstac_dsn is not None:
+            from darts_export.stac.pgstac import load_into_pgstac
 
-        load_into_pgstac(pgstac_dsn, collection, rows)
+            load_into_pgstac(pgstac_dsn, collection, rows)
+    elif items_parquet or pgstac_dsn is not None:
+        logger.warning("items_parquet and pgstac_dsn ignored: write=False")
     logger.info("collection %r over %d items under %s", collection_id, len(items), storage.url)
     return collection

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from darts_export.cli.context import EXIT_CODES_HELP, ExitCode, Run, Settings, pass_settings
-from darts_export.cli.options import JSON_OBJECT_FILE, KEY_VALUE, STORAGE_URL, global_options, target_options
+from darts_export.cli.options import (
+    JSON_OBJECT_FILE,
+    KEY_VALUE,
+    STORAGE_URL,
+    catalog_options,
+    global_options,
+    target_options,
+)
 from darts_export.cli.progress import ExportProgress
 from darts_export.products import DEFAULT_BANDS, Product, expected_paths
 
@@ -47,6 +54,7 @@ _MIN_DEMO_SIZE = 16
 @click.option("--meta-file", type=JSON_OBJECT_FILE, help="Metadata as a JSON object file.")
 @click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
 @target_options
+@catalog_options
 @global_options
 @pass_settings
 def export_command(
@@ -60,6 +68,8 @@ def export_command(
     debug: bool,
     overwrite: bool,
     fallback_dir: Path | None,
+    collection: str,
+    href_base: str | None,
 ) -> None:
     """Export the tile INPUT to OUT_DIR.
 
@@ -87,6 +97,8 @@ def export_command(
             ensemble_subsets=subsets,
             metadata=metadata,
             debug=debug,
+            collection=collection or None,
+            href_base=href_base,
         )
     _report_export(run, manifest)
 
@@ -97,10 +109,19 @@ def export_command(
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic tile.")
 @click.option("--debug", is_flag=True, help="Also write the whole tile as darts_inference_debug.zarr.")
 @target_options
+@catalog_options
 @global_options
 @pass_settings
 def demo_command(
-    settings: Settings, out_dir: str, size: int, seed: int, debug: bool, overwrite: bool, fallback_dir: Path | None
+    settings: Settings,
+    out_dir: str,
+    size: int,
+    seed: int,
+    debug: bool,
+    overwrite: bool,
+    fallback_dir: Path | None,
+    collection: str,
+    href_base: str | None,
 ) -> None:
     """Generate a realistic synthetic tile and export every product of it to OUT_DIR (a folder or URL).
 
@@ -124,6 +145,8 @@ def demo_command(
             ensemble_subsets=(),
             metadata={"tile_id": f"demo-{size}-{seed}"},
             debug=debug,
+            collection=collection or None,
+            href_base=href_base,
         )
     _report_export(run, manifest)
 
@@ -138,6 +161,8 @@ def _run_export(
     ensemble_subsets: Sequence[str],
     metadata: dict[str, Any],
     debug: bool,
+    collection: str | None,
+    href_base: str | None,
 ) -> Manifest:
     """``export_tile`` with one progress bar over the artifacts, naming the ones in flight."""
     from darts_export.export import export_tile
@@ -155,6 +180,8 @@ def _run_export(
             overwrite=run.overwrite,
             fallback_dir=run.fallback_dir,
             progress=progress,
+            collection=collection,
+            href_base=href_base,
         )
         progress.finished()
     return manifest
