@@ -25,11 +25,6 @@ from darts_export.export import export_tile
 from darts_export.stac.collection import ITEMS_NDJSON_NAME, build_collection
 from darts_export.synthetic import make_synthetic_tile
 
-# odc-geo 0.5 still calls shapely.ops.transform, deprecated in shapely 2.2 (not our code).
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:The 'shapely\.ops\.transform\(\)' function is deprecated:DeprecationWarning"
-)
-
 _BANDS = ["probabilities", "binarized", "optical", "dem", "tcvis", "ndvi"]
 _COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 
