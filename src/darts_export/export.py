@@ -41,7 +41,8 @@ from darts_export.products import (
     plan_products,
 )
 from darts_export.stac.footprint import footprint
-from darts_export.stac.item import DEFAULT_COLLECTION, ItemPlacement, build_item, encode_item
+from darts_export.stac.item import build_item, encode_item
+from darts_export.stac.placement import DEFAULT_COLLECTION, ItemPlacement
 from darts_export.staging import staging_folder, sweep_stale_staging
 from darts_export.storage import Sink, StoredObject
 from darts_export.tile import TileView

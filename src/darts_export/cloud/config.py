@@ -15,7 +15,7 @@ from typing import Any
 
 from darts_export.errors import ConfigurationError, InvalidTileError
 from darts_export.products import DEFAULT_BANDS
-from darts_export.stac.item import DEFAULT_COLLECTION, normalise_href_base
+from darts_export.stac.placement import DEFAULT_COLLECTION, normalise_href_base
 
 __all__ = ["HandlerConfig"]
 

@@ -53,7 +53,8 @@ from darts_export.errors import (
 )
 from darts_export.locations import RUNS_FOLDER
 from darts_export.products import ITEM_NAME, MediaType
-from darts_export.stac.item import COLLECTION_NAME, DEFAULT_COLLECTION, METADATA_PREFIX, normalise_href_base
+from darts_export.stac.item import METADATA_PREFIX
+from darts_export.stac.placement import COLLECTION_NAME, DEFAULT_COLLECTION, normalise_href_base
 from darts_export.storage import Storage
 
 __all__ = [
