@@ -120,9 +120,13 @@ def test_an_export_is_complete_only_with_every_artifact_at_its_size(tmp_path: Pa
     required = expected_paths(DEFAULT_BANDS)
     assert set(complete_outputs(storage, prefix, [output], required)) == {output}
     assert complete_outputs(storage, prefix, [output], [*required, "dem.tif"]) == {}  # asks for more
+    task = TileTask(input=str(store), output=output, bands=DEFAULT_BANDS, verify_existing=True)
+    assert run_tile(task).status == "skipped"  # verify="full": re-hashed on the worker
     thumbnail = tmp_path / "out/T1/thumbnail.jpg"
     thumbnail.write_bytes(thumbnail.read_bytes()[:-1])
     assert complete_outputs(storage, prefix, [output], required) == {}
+    assert run_tile(task).status == "exported"
+    assert set(complete_outputs(storage, prefix, [output], required)) == {output}
 
 
 def test_cli_batch_reports_failures_by_exit_code_and_resumes(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def _expand(entry: str, options: Mapping[str, Any] | None) -> list[str]:
         if _is_store_name(path):
             return [entry]
         if fs.isfile(path):
-            return _read_list(fs, path, entry, options)
+            return _read_list(fs, path, entry)
         if fs.isdir(path):
             if any(fs.exists(f"{path.rstrip('/')}/{marker}") for marker in ("zarr.json", ".zgroup")):
                 return [entry]  # a Zarr store without the .zarr suffix, named directly
@@ -125,7 +125,7 @@ def _stores_below(fs: fsspec.AbstractFileSystem, entry: str, root: str) -> list[
     return [_url(fs, entry, s) for s in stores]
 
 
-def _read_list(fs: fsspec.AbstractFileSystem, path: str, entry: str, options: Mapping[str, Any] | None) -> list[str]:
+def _read_list(fs: fsspec.AbstractFileSystem, path: str, entry: str) -> list[str]:
     try:
         text = fs.cat_file(path).decode()
     except UnicodeDecodeError as exc:
