@@ -31,6 +31,9 @@ class BatchSummary:
     started: str
     seconds: float
     startup_seconds: float
+    """Starting (or connecting to) the engine's workers."""
+    run_seconds: float
+    """From the first tile handed to the engine to the last result; start-up and shutdown excluded."""
     results: tuple[TileResult, ...]
     ledger: str | None = None
     collection: str | None = None
@@ -63,7 +66,7 @@ class BatchSummary:
             **self.counts,
             "bytes_exported": sum(r.bytes for r in exported),
             "export_seconds": round(sum(r.seconds for r in exported), 3),
-            "tiles_per_minute": round(60 * len(exported) / self.seconds, 2) if self.seconds > 0 and exported else None,
+            "tiles_per_minute": round(60 * len(exported) / self.run_seconds, 2) if self.run_seconds > 0 else None,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def export_many(
         for result in results:
             progress.finished(result)
 
-    startup = 0.0
+    startup = run_seconds = 0.0
     if tasks:
 
         def record(result: TileResult) -> None:
@@ -184,7 +184,9 @@ def export_many(
 
         with make_engine(engine, scheduler=scheduler, workers=count, engine_retries=engine_retries) as running:
             startup, count = running.startup_seconds, running.workers
+            run_started = time.perf_counter()
             running.run(tasks, record)
+            run_seconds = time.perf_counter() - run_started
 
     order = {source: i for i, source in enumerate(sources)}
     results.sort(key=lambda r: order[r.input])
@@ -198,6 +200,7 @@ def export_many(
         started=started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         seconds=round(time.perf_counter() - started, 3),
         startup_seconds=round(startup, 3),
+        run_seconds=round(run_seconds, 3),
         results=tuple(results),
         ledger=storage.uri(ledger_paths(run_id)[1]),
         collection=collection_url,
