@@ -20,12 +20,8 @@ import xarray as xr
 from moto.server import ThreadedMotoServer
 
 from darts_export.synthetic import make_synthetic_tile
-from faultproxy import FaultProxy
+from faultproxy import READ_TIMEOUT, STALL_SECONDS, FaultProxy
 from helpers import Target, closed_port
-
-READ_TIMEOUT = 0.5
-"""Seconds the S3 client waits for an answer in the fault tests; the proxy's stalls last longer."""
-STALL_SECONDS = 1.0
 
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -38,6 +38,10 @@ from urllib.parse import urlsplit
 FaultKind = Literal["500", "503", "reset", "stall", "truncate", "delete-error"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("500", "503", "reset", "stall", "truncate")
 
+READ_TIMEOUT = 0.5
+"""Seconds the S3 client waits for an answer in the fault tests; the proxy's stalls last longer."""
+STALL_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Request:

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 PublishEvent = Literal["publishing", "published"]
 """What the ``progress`` callback hears about an artifact path: its upload starts, or it is stored."""
 
+RELEASE_WAIT_AFTER_FAILURE = 2.0
+"""Seconds a failed export waits for its lease to be removed before it raises (the target may be down)."""
+
 PUBLISH_WORKERS = 8
 """Objects published at once: an object store answers each request after 10-50 ms, so latency bounds one stream."""
 
@@ -203,5 +206,7 @@ def transaction(
             yield Transaction(sink, publisher, lease, overwrite=overwrite)
         finally:
             publisher.close()
-    finally:
-        lease.release()
+    except BaseException:
+        lease.release(wait=RELEASE_WAIT_AFTER_FAILURE)
+        raise
+    lease.release()

@@ -136,12 +136,26 @@ class Lease:
         if self.lost is not None:
             raise ExportInProgressError(f"{self.lost}; this export was not committed. Run it again.")
 
-    def release(self) -> None:
-        """Stop renewing and remove the lease if it is still ours; never raises (it expires anyway)."""
+    def release(self, *, wait: float | None = None) -> None:
+        """Stop renewing and remove the lease if it is still ours; never raises (it expires anyway).
+
+        Args:
+            wait: Give up waiting for the removal after this many seconds (it goes on in the
+                background): after a failed export the target may be down, and the error should
+                not wait for one more retry cycle.
+        """
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
             self._renewer = None
+        if wait is None:
+            self._remove()
+            return
+        remover = threading.Thread(target=self._remove, name="darts-lease-release", daemon=True)
+        remover.start()
+        remover.join(wait)
+
+    def _remove(self) -> None:
         try:
             if self.lost is None and time.monotonic() - self._renewed > self.seconds / 2:
                 holder = self.holder()  # not seen for a while: make sure it was not taken over

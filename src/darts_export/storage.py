@@ -31,6 +31,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
@@ -52,6 +53,7 @@ __all__ = ["S3_DEFAULT_OPTIONS", "Sink", "Storage", "StoredObject", "multihash_s
 logger = logging.getLogger(__name__)
 
 _CHUNK = 8 * 2**20
+_READERS = 8  # objects re-read at once: an object store answers each request after 10-50 ms
 _SHA256_MULTIHASH_PREFIX = "1220"  # multihash code 0x12 (sha2-256), length 0x20 (32 bytes)
 
 S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "adaptive", "max_attempts": 4}}}
@@ -485,7 +487,8 @@ class Storage:
 
     def describe_tree(self, rel: str) -> StoredObject:
         """Re-read every object of the directory ``rel`` and report its :func:`tree_object`."""
-        return tree_object(rel, (self.describe(p) for p in self.list(rel)))
+        with ThreadPoolExecutor(_READERS, thread_name_prefix="darts-read") as readers:
+            return tree_object(rel, readers.map(self.describe, self.list(rel)))
 
     # --- errors -----------------------------------------------------------------------------------
 

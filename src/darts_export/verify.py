@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from darts_export.errors import StorageError, VerificationError
-from darts_export.manifest import Manifest
+from darts_export.manifest import Artifact, Manifest
 from darts_export.products import DEFAULT_BANDS, MANIFEST_NAME, expected_paths
 from darts_export.storage import Storage
 
@@ -90,6 +91,29 @@ class VerificationReport:
             raise VerificationError(f"Export at {self.location} does not verify: {listing}.")
 
 
+_READERS = 8  # artifacts re-read at once: an object store answers each request after 10-50 ms
+
+
+def _check(storage: Storage, artifact: Artifact) -> Problem | None:
+    """The problem with one artifact, or ``None`` when it matches its record."""
+    try:
+        if artifact.type == "directory":
+            if not storage.list(artifact.path):
+                return Problem(path=artifact.path, reason="missing", expected="present", actual="absent")
+            actual = storage.describe_tree(artifact.path)
+        else:
+            actual = storage.describe(artifact.path)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return Problem(path=artifact.path, reason="missing", expected="present", actual="absent")
+        return Problem(path=artifact.path, reason="unreadable", expected="readable", actual=str(exc))
+    if actual.size != artifact.size:
+        return Problem(path=artifact.path, reason="size", expected=str(artifact.size), actual=str(actual.size))
+    if actual.checksum != artifact.checksum:
+        return Problem(path=artifact.path, reason="checksum", expected=artifact.checksum, actual=actual.checksum)
+    return None
+
+
 def read_manifest(storage: Storage) -> Manifest:
     """Read and parse ``manifest.json`` from ``storage``."""
     return Manifest.from_json(storage.read_bytes(MANIFEST_NAME))
@@ -105,31 +129,14 @@ def verify(
     A missing manifest is reported as a problem (``report.ok`` is false), not raised.
     """
     storage = Storage.open(out_dir, storage_options)
-    if not storage.exists(MANIFEST_NAME):
+    data = storage.read_optional(MANIFEST_NAME)
+    if data is None:
         problem = Problem(path=MANIFEST_NAME, reason="missing", expected="present", actual="absent")
         return VerificationReport(location=storage.url, manifest=None, checked=0, problems=(problem,))
-    manifest = read_manifest(storage)
-    problems = []
-    for artifact in manifest.artifacts:
-        if not storage.exists(artifact.path):
-            problems.append(Problem(path=artifact.path, reason="missing", expected="present", actual="absent"))
-            continue
-        try:
-            if artifact.type == "directory":
-                actual = storage.describe_tree(artifact.path)
-            else:
-                actual = storage.describe(artifact.path)
-        except StorageError as exc:
-            problems.append(Problem(path=artifact.path, reason="unreadable", expected="readable", actual=str(exc)))
-            continue
-        if actual.size != artifact.size:
-            problems.append(
-                Problem(path=artifact.path, reason="size", expected=str(artifact.size), actual=str(actual.size))
-            )
-        elif actual.checksum != artifact.checksum:
-            problems.append(
-                Problem(path=artifact.path, reason="checksum", expected=artifact.checksum, actual=actual.checksum)
-            )
+    manifest = Manifest.from_json(data)
+    with ThreadPoolExecutor(_READERS, thread_name_prefix="darts-verify") as readers:
+        checked = list(readers.map(lambda a: _check(storage, a), manifest.artifacts))
+    problems = [p for p in checked if p is not None]
     for problem in problems:
         logger.warning("verification problem at %s: %s", storage.url, problem)
     return VerificationReport(
