@@ -15,7 +15,7 @@ from darts_export.errors import ArtifactExistsError, ExportError, StorageError, 
 
 __all__ = ["FailureKind", "classify", "translate"]
 
-FailureKind = Literal["exists", "bucket", "credentials", "connection", "permission", "other"]
+FailureKind = Literal["exists", "bucket", "credentials", "body", "connection", "permission", "other"]
 
 _CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
@@ -38,6 +38,21 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _body_errors() -> tuple[type[BaseException], ...]:
+    """An answer whose body was cut off after its headers: botocore retries requests, not body reads."""
+    import http.client
+
+    import aiohttp
+    from botocore import exceptions as boto
+
+    return (
+        aiohttp.ClientPayloadError,
+        boto.ResponseStreamingError,
+        boto.IncompleteReadError,
+        http.client.IncompleteRead,
+    )
+
+
 def classify(exc: BaseException) -> FailureKind:
     """The kind of failure ``exc`` (or one of its causes) reports."""
     from botocore import exceptions as boto  # only needed once something failed
@@ -54,6 +69,8 @@ def classify(exc: BaseException) -> FailureKind:
         if isinstance(error, boto.NoCredentialsError | boto.PartialCredentialsError | boto.CredentialRetrievalError):
             return "credentials"
     for error in chain:
+        if isinstance(error, _body_errors()):
+            return "body"
         if isinstance(error, boto.ConnectionError | boto.HTTPClientError | ConnectionError | TimeoutError):
             return "connection"
         if isinstance(error, socket.gaierror) or getattr(error, "errno", None) in _CONNECTION_ERRNOS:
@@ -85,6 +102,8 @@ def translate(exc: BaseException, where: str, *, reached: bool, exclusive: bool 
         return TargetUnreachableError(
             f"{where}: the credentials were rejected or are missing ({detail}). Check the key, secret and token."
         )
+    if kind == "body":
+        kind = "connection"
     if kind == "connection" and not reached:
         return TargetUnreachableError(
             f"{where}: the target is unreachable, could not connect ({detail}). "

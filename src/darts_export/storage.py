@@ -12,9 +12,10 @@ artifacts under it:
 * **with size and SHA-256** computed from the bytes on their way out (never read back),
   reported as a :class:`StoredObject` whose checksum is a multihash (``1220`` + hex
   digest, the form of STAC's ``file:checksum``);
-* **with one retry layer**: botocore's (``adaptive`` mode, :data:`S3_DEFAULT_OPTIONS`,
-  merged under the caller's storage options). This module only translates backend
-  errors into :mod:`darts_export.errors` exceptions (``raise … from``).
+* **with one retry layer**: botocore's (``standard`` mode, :data:`S3_DEFAULT_OPTIONS`,
+  merged under the caller's storage options). This module translates backend errors into
+  :mod:`darts_export.errors` exceptions (``raise … from``) and re-reads only an answer whose
+  body was cut off after its headers, which botocore does not retry.
 
 Deleting is confirmed: :meth:`Storage.remove` checks that nothing is left (an S3 batch
 delete answers HTTP 200 even when single keys fail).
@@ -56,11 +57,15 @@ _CHUNK = 8 * 2**20
 _READERS = 8  # objects re-read at once: an object store answers each request after 10-50 ms
 _SHA256_MULTIHASH_PREFIX = "1220"  # multihash code 0x12 (sha2-256), length 0x20 (32 bytes)
 
-S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "adaptive", "max_attempts": 4}}}
+S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 4}}}
 """Storage options for ``s3://`` targets, under the caller's own: botocore's retries are the one retry layer.
 
-``max_attempts`` counts retries (botocore's meaning): 5 attempts per request in all.
+``max_attempts`` counts retries (botocore's meaning): 5 attempts per request in all. ``standard``,
+not ``adaptive``: adaptive's client-side rate limiter, once throttled, holds back every queued upload,
+so a persistent ``503 SlowDown`` took up to 72 s to surface instead of 14 s (bench/bench_faults.py).
 """
+
+_BODY_READS = 3  # attempts at reading an answer whose body was cut off, which botocore does not retry
 
 _S3FS_ATTEMPTS = 1  # s3fs would repeat botocore's whole retry cycle 5 times over: let botocore alone retry
 
@@ -413,18 +418,27 @@ class Storage:
 
     def read_bytes(self, rel: str) -> bytes:
         """The bytes stored under ``rel``."""
-        with self._translated(f"read {rel}"):
-            return bytes(self.fs.cat_file(self.path(rel)))
+        data = self.read_optional(rel, missing_ok=False)
+        if data is None:  # missing_ok=False raises instead; this keeps the type checker informed
+            raise StorageError(f"Cannot read {self.uri(rel)}: it does not exist.")
+        return data
 
-    def read_optional(self, rel: str) -> bytes | None:
+    def read_optional(self, rel: str, *, missing_ok: bool = True) -> bytes | None:
         """The bytes stored under ``rel``, or ``None`` when there is no such object (one request)."""
-        with self._translated(f"read {rel}"):
+        for attempt in range(1, _BODY_READS + 1):
             try:
-                return bytes(self.fs.cat_file(self.path(rel)))
-            except FileNotFoundError as exc:
-                if classify(exc) == "bucket":
+                with self._translated(f"read {rel}"):
+                    try:
+                        return bytes(self.fs.cat_file(self.path(rel)))
+                    except FileNotFoundError as exc:
+                        if not missing_ok or classify(exc) == "bucket":
+                            raise
+                        return None
+            except StorageError as exc:
+                if attempt == _BODY_READS or exc.__cause__ is None or classify(exc.__cause__) != "body":
                     raise
-                return None
+                logger.debug("read %s: the answer was cut off (%s); reading it again", rel, exc.__cause__)
+        raise StorageError(f"Cannot read {self.uri(rel)}: every answer was cut off.")
 
     def list(self, rel: str | None = None) -> tuple[str, ...]:
         """Paths (relative to the root, sorted) of every object below ``rel`` (default: the root)."""
