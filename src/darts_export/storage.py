@@ -33,9 +33,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -48,6 +47,7 @@ from darts_export.errors import (
     TargetUnreachableError,
     UnsupportedTargetError,
 )
+from darts_export.sink import Sink, StoredObject, file_checksum, multihash_sha256, tree_object
 
 __all__ = ["S3_DEFAULT_OPTIONS", "Sink", "Storage", "StoredObject", "multihash_sha256", "tree_object", "url_problem"]
 
@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 8 * 2**20
 _READERS = 8  # objects re-read at once: an object store answers each request after 10-50 ms
-_SHA256_MULTIHASH_PREFIX = "1220"  # multihash code 0x12 (sha2-256), length 0x20 (32 bytes)
 
 S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 4}}}
 """Storage options for ``s3://`` targets, under the caller's own: botocore's retries are the one retry layer.
@@ -68,69 +67,6 @@ so a persistent ``503 SlowDown`` took up to 72 s to surface instead of 14 s (ben
 _BODY_READS = 3  # attempts at reading an answer whose body was cut off, which botocore does not retry
 
 _S3FS_ATTEMPTS = 1  # s3fs would repeat botocore's whole retry cycle 5 times over: let botocore alone retry
-
-
-def multihash_sha256(digest: bytes) -> str:
-    """Encode a SHA-256 digest as a multihash hex string (``1220`` + hex), as STAC ``file:checksum`` does."""
-    if len(digest) != 32:
-        raise ValueError(f"a SHA-256 digest has 32 bytes, got {len(digest)}")
-    return _SHA256_MULTIHASH_PREFIX + digest.hex()
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoredObject:
-    """What was stored under a relative path: its size in bytes and its multihash SHA-256."""
-
-    path: str
-    size: int
-    checksum: str
-
-
-def tree_object(rel: str, objects: Iterable[StoredObject]) -> StoredObject:
-    r"""Size and checksum of the directory ``rel`` (e.g. a Zarr store), defined over its objects.
-
-    ``size`` is the sum of the objects' sizes. ``checksum`` is the multihash SHA-256 of a
-    listing with one line per object, sorted by path: ``<path relative to rel>\t<size>\t<sha256 hex>\n``
-    (UTF-8). Any added, removed, renamed or changed object changes it.
-    """
-    prefix = rel.rstrip("/") + "/"
-    lines = []
-    total = 0
-    for obj in sorted(objects, key=lambda o: o.path):
-        if not obj.path.startswith(prefix):
-            raise ValueError(f"{obj.path!r} does not lie inside {rel!r}")
-        total += obj.size
-        lines.append(f"{obj.path[len(prefix) :]}\t{obj.size}\t{obj.checksum[len(_SHA256_MULTIHASH_PREFIX) :]}\n")
-    digest = hashlib.sha256("".join(lines).encode()).digest()
-    return StoredObject(path=rel, size=total, checksum=multihash_sha256(digest))
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """What the orchestration needs from a target (tests give it a fake, see ``tests/helpers``)."""
-
-    url: str
-
-    def probe(self) -> None:
-        """Fail now if the target cannot be written (before any encoding)."""
-
-    def exists(self, rel: str) -> bool:
-        """Whether something is stored under ``rel``."""
-
-    def read_bytes(self, rel: str) -> bytes:
-        """The bytes stored under ``rel``."""
-
-    def read_optional(self, rel: str) -> bytes | None:
-        """The bytes stored under ``rel``, or ``None`` when there is none."""
-
-    def publish_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> StoredObject:
-        """Store ``data`` under ``rel`` whole or not at all; ``exclusive`` refuses an existing object."""
-
-    def publish_file(self, rel: str, local_path: Path, *, exclusive: bool = False) -> StoredObject:
-        """Store the local file under ``rel`` whole or not at all."""
-
-    def remove(self, rel: str, *, recursive: bool = False) -> None:
-        """Delete ``rel`` (with ``recursive`` a directory) and confirm it is gone; absent is not an error."""
 
 
 def url_problem(url: str) -> str | None:
@@ -516,12 +452,3 @@ class Storage:
         except Exception as exc:
             raise translate(exc, f"Cannot {what} at {self.url}", reached=self._reached, exclusive=exclusive) from exc
         self._reached = True
-
-
-def file_checksum(path: Path) -> str:
-    """The multihash SHA-256 of a local file (streaming)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return multihash_sha256(digest.digest())
