@@ -33,29 +33,37 @@ def tile() -> xr.Dataset:
     return make_synthetic_tile(64, seed=31, with_inputs=False)
 
 
-def _slow_first_upload() -> Callable[[ProgressEvent, str], None]:
-    """A progress callback that holds the winner for a second, so every other writer meets its lease."""
+def _hold_until_refused(refused: Any) -> Callable[[ProgressEvent, str], None]:
+    """A progress callback for the writer holding the lease: it waits until every other writer was refused.
+
+    Only the lease holder gets as far as publishing, so the writers overlap for certain, however
+    slowly the machine starts them.
+    """
     held = threading.Event()
 
     def progress(event: ProgressEvent, path: str) -> None:
         if event == "publishing" and not held.is_set():
             held.set()
-            time.sleep(1.0)
+            for _ in range(WRITERS - 1):
+                assert refused.acquire(timeout=60)
 
     return progress
 
 
-def _write(tile: xr.Dataset, out_dir: str, options: dict[str, Any] | None, start: Any) -> str:
+def _write(tile: xr.Dataset, out_dir: str, options: dict[str, Any] | None, start: Any, refused: Any) -> str:
     start.wait()
     try:
-        export_tile(tile, out_dir, bands=BANDS, storage_options=options, progress=_slow_first_upload())
+        export_tile(tile, out_dir, bands=BANDS, storage_options=options, progress=_hold_until_refused(refused))
     except ExportInProgressError:
+        refused.release()
         return "refused"
     return "committed"
 
 
-def _in_child(tile: xr.Dataset, out_dir: str, options: dict[str, Any] | None, start: Any, results: Any) -> None:
-    results.put(_write(tile, out_dir, options, start))
+def _in_child(
+    tile: xr.Dataset, out_dir: str, options: dict[str, Any] | None, start: Any, refused: Any, results: Any
+) -> None:
+    results.put(_write(tile, out_dir, options, start, refused))
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -70,9 +78,10 @@ def test_eight_writers_on_one_prefix_commit_exactly_one_export(
         out_dir, options = str(tmp_path / "T1"), None
     if mode == "threads":
         barrier = threading.Barrier(WRITERS)
+        refused: Any = threading.Semaphore(0)
         outcome: list[str] = []
         threads = [
-            threading.Thread(target=lambda: outcome.append(_write(tile, out_dir, options, barrier)))
+            threading.Thread(target=lambda: outcome.append(_write(tile, out_dir, options, barrier, refused)))
             for _ in range(WRITERS)
         ]
         for thread in threads:
@@ -82,8 +91,10 @@ def test_eight_writers_on_one_prefix_commit_exactly_one_export(
     else:
         context = multiprocessing.get_context("fork")  # the children share the parent's imports and tile
         start, results = context.Barrier(WRITERS), context.Queue()
+        refused = context.Semaphore(0)
         children = [
-            context.Process(target=_in_child, args=(tile, out_dir, options, start, results)) for _ in range(WRITERS)
+            context.Process(target=_in_child, args=(tile, out_dir, options, start, refused, results))
+            for _ in range(WRITERS)
         ]
         for child in children:
             child.start()
