@@ -246,6 +246,16 @@ def lazy_input(
     return lazy, read, detail
 
 
+def remove(out: str, options: dict[str, Any] | None) -> None:
+    """Delete an export (a local folder or an S3 prefix)."""
+    if options is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    if fs.exists(out):
+        fs.rm(out, recursive=True)
+
+
 def put_debug_store(tile: xr.Dataset, url: str, options: dict[str, Any]) -> None:
     """The tile in the debug store's layout on S3 (written by the export itself)."""
     export_tile(tile, url, bands=["metadata"], debug=True, storage_options=options)
@@ -263,6 +273,7 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     local_root = Path(tempfile.mkdtemp(prefix="darts-bench-"))
+    shm_root = Path(tempfile.mkdtemp(prefix="darts-bench-", dir="/dev/shm")) if Path("/dev/shm").is_dir() else None
     results: list[Measurement] = []
     repeat = args.repeat
     proxies = {
@@ -280,8 +291,10 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
         results.append(measure("-", "floor (2 COGs)", gdal_only, repeat))
         targets: list[tuple[str, str, dict[str, Any] | None, ProxyClient | None]] = [
             ("local", str(local_root / "tile"), None, None),
-            ("s3", f"s3://{bucket}/plain", s3_options(endpoint), None),
         ]
+        if shm_root is not None:  # no fsync cost: the local target's pure compute
+            targets.append(("local tmpfs", str(shm_root / "tile"), None, None))
+        targets.append(("s3", f"s3://{bucket}/plain", s3_options(endpoint), None))
         for lat, shaped in proxies.items():
             targets.append((f"s3 {lat:g} ms", f"s3://{bucket}/lat{lat:g}", s3_options(shaped.url), shaped))
         artifacts: dict[str, int] = {}
@@ -298,6 +311,7 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
 
                 what = "default + debug" if debug else "default"
                 results.append(measure(name, what, run, args.debug_repeat if debug else repeat, proxy))
+            remove(out, opts)  # a full tile's debug store is GBs: the S3 server holds it in memory
         if args.products:
             for band in DEFAULT_BANDS:
 
@@ -316,6 +330,8 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
         original = original_bytes(view, artifacts)
     finally:
         shutil.rmtree(local_root, ignore_errors=True)
+        if shm_root is not None:
+            shutil.rmtree(shm_root, ignore_errors=True)
     by = {(m.target, m.what): m for m in results}
     floor = by[("-", "floor (2 COGs)")]
     local = by[("local", "default")]
@@ -327,8 +343,11 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
         "s3_over_local": by[("s3", "default")].wall / local.wall,
         "lazy_over_memory_plus_read": lazy.wall / (local.wall + read.wall),
     }
+    tmpfs = by.get(("local tmpfs", "default"))
     for lat in args.latencies:
         ratios[f"s3_{lat:g}ms_over_local"] = by[(f"s3 {lat:g} ms", "default")].wall / local.wall
+        if tmpfs is not None:
+            ratios[f"s3_{lat:g}ms_over_local_tmpfs"] = by[(f"s3 {lat:g} ms", "default")].wall / tmpfs.wall
         if not args.no_debug:
             local_debug = by[("local", "default + debug")]
             remote_debug = by[(f"s3 {lat:g} ms", "default + debug")]

@@ -23,7 +23,8 @@ def test_benchmark_suite_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "bench-96.json").read_text())
     rows = {(m["target"], m["what"]) for m in result["measurements"]}
-    exports = {(t, w) for t in ("local", "s3", "s3 0 ms", "s3 5 ms") for w in ("default",)}
+    targets = ("local", "local tmpfs", "s3", "s3 0 ms", "s3 5 ms")
+    exports = {(t, w) for t in targets for w in ("default",)}
     lazy = {("s3 input 5 ms", "export from S3 input"), ("s3 input 5 ms", "read needed bytes alone")}
     assert rows == {("-", "floor (2 COGs)")} | exports | lazy
     for m in result["measurements"]:
