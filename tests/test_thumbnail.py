@@ -19,8 +19,8 @@ from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
 from helpers import Target, multihash, read_back
 
-# A 200 x 300 tile rendered at 600 px: every input pixel becomes a 2 x 2 block.
-HEIGHT, WIDTH, SIZE = 200, 300, 600
+# A 400 x 600 tile rendered at 600 px: one thumbnail pixel per input pixel.
+HEIGHT, WIDTH, SIZE = 400, 600, 600
 SCALE = SIZE / WIDTH
 EDGE_COL = 60  # first valid column
 BLOB = (110.0, 190.0)  # centre (row, col) of the probability bump, in input pixels
@@ -72,10 +72,11 @@ def near(pixel: NDArray[np.int16], colour: tuple[int, int, int]) -> bool:
 @pytest.mark.parametrize(
     ("height", "width", "max_size", "expected"),
     [
-        (256, 256, 1024, (1024, 1024)),
-        (256, 256, 512, (512, 512)),
-        (200, 300, 600, (600, 400)),
-        (300, 200, 512, (341, 512)),
+        (256, 256, 1024, (256, 256)),  # never upscaled
+        (256, 256, 512, (256, 256)),
+        (200, 300, 600, (300, 200)),
+        (2000, 3000, 600, (600, 400)),
+        (3000, 2000, 512, (341, 512)),
         (1500, 1100, 1024, (751, 1024)),
     ],
 )
@@ -89,7 +90,7 @@ def test_jpeg_of_the_right_size(height: int, width: int, max_size: int, expected
 
 def test_synthetic_tile_default_size(small_tile: xr.Dataset) -> None:
     data = render_thumbnail(TileView(small_tile), title="T06WVS")
-    assert decode(data).size == (1024, 1024)
+    assert decode(data).size == (256, 256)  # the tile's own size: never upscaled
     assert data.startswith(b"\xff\xd8")
 
 
@@ -121,13 +122,13 @@ def test_outlines_are_those_of_the_exported_objects_when_the_tile_has_them() -> 
     # One square object; the probability bump is not an object (as if min_object_size had removed it).
     tile = known_tile()
     objects = np.zeros((HEIGHT, WIDTH), dtype=bool)
-    objects[20:60, 230:270] = True
+    objects[120:160, 330:370] = True  # below the title band, away from the bump
     img = pixels(render_thumbnail(TileView(tile.assign(binarized_segmentation=(("y", "x"), objects))), title="T"))
     scale = img.shape[1] / WIDTH
-    for k in range(230, 270, 5):  # on the square's top and left edges, not inside or outside it
-        assert near(img[round(20 * scale), round(k * scale)], CONTOUR_COLOUR)
-        assert near(img[round((k - 210) * scale), round(230 * scale)], CONTOUR_COLOUR)
-        assert not near(img[round(40 * scale), round(250 * scale)], CONTOUR_COLOUR)
+    for k in range(330, 370, 5):  # on the square's top and left edges, not inside or outside it
+        assert near(img[round(120 * scale), round(k * scale)], CONTOUR_COLOUR)
+        assert near(img[round((k - 210) * scale), round(330 * scale)], CONTOUR_COLOUR)
+        assert not near(img[round(140 * scale), round(350 * scale)], CONTOUR_COLOUR)
     cy, cx, r = BLOB[0] * scale, BLOB[1] * scale, RADIUS * scale
     for angle in np.linspace(0, 2 * math.pi, 12, endpoint=False):
         ring = [img[round(cy + (r + k) * math.sin(angle)), round(cx + (r + k) * math.cos(angle))] for k in range(-3, 4)]
@@ -221,4 +222,4 @@ def test_exported_thumbnail_is_the_rendered_one(target: Target) -> None:
     artifact = manifest.artifact("thumbnail.jpg")
     assert artifact.media_type == "image/jpeg"
     assert (artifact.size, artifact.checksum) == (len(stored), multihash(stored))
-    assert decode(stored).size == (1024, 683)
+    assert decode(stored).size == (WIDTH, HEIGHT)  # smaller than 1024: not upscaled

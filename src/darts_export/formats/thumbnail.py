@@ -86,8 +86,8 @@ def render_thumbnail(view: TileView, *, title: str, max_size: int = 1024, qualit
             objects, else ``probabilities >= 0.5``), ``extent`` (optional; else the finite
             probabilities are the valid area) and ``red``/``green``/``blue`` (optional) are read.
         title: Usually the tile id.
-        max_size: Length of the long side in pixels, 512-1024; the short side keeps the
-            tile's aspect ratio.
+        max_size: Longest side in pixels, 512-1024; a smaller tile keeps its own size
+            (never upscaled). The short side keeps the tile's aspect ratio.
         quality: JPEG quality, 1-95.
 
     Returns:
@@ -101,7 +101,7 @@ def render_thumbnail(view: TileView, *, title: str, max_size: int = 1024, qualit
     _check_int("quality", quality, 1, 95)
     georef = view.georef
     height, width = georef.shape
-    scale = max_size / max(height, width)
+    scale = min(1.0, max_size / max(height, width))  # never upscale: a small tile keeps its own pixels
     out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
     rows = _centres(height, out_h)
     cols = _centres(width, out_w)
