@@ -151,13 +151,14 @@ class Lease:
         if wait is None:
             self._remove()
             return
-        remover = threading.Thread(target=self._remove, name="darts-lease-release", daemon=True)
+        # Checked first: a late removal must not delete the lease of a writer that came after us.
+        remover = threading.Thread(target=self._remove, args=(True,), name="darts-lease-release", daemon=True)
         remover.start()
         remover.join(wait)
 
-    def _remove(self) -> None:
+    def _remove(self, check: bool = False) -> None:
         try:
-            if self.lost is None and time.monotonic() - self._renewed > self.seconds / 2:
+            if self.lost is None and (check or time.monotonic() - self._renewed > self.seconds / 2):
                 holder = self.holder()  # not seen for a while: make sure it was not taken over
                 if holder is None or holder.get("owner") != self.owner:
                     return
