@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from darts_export.cli.context import Settings
 from darts_export.cli.main import ExitCode, main
+from darts_export.lease import LEASE_NAME
 from darts_export.manifest import Manifest
 from darts_export.products import Product
 from darts_export.synthetic import make_synthetic_tile
@@ -190,6 +192,19 @@ def test_export_errors_have_their_exit_codes(
     assert result.exit_code == code, result.output
     assert message in result.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_held_lease_exits_in_progress_and_writes_nothing(tile_zarr: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    held = {"owner": "another-run", "host": "h", "pid": 1, "expires": time.time() + 60}
+    (out / LEASE_NAME).write_text(json.dumps(held))
+    result = invoke("export", tile_zarr, out, "-b", "binarized", "--json")
+    assert result.exit_code == ExitCode.IN_PROGRESS, result.output
+    assert int(ExitCode.IN_PROGRESS) == 7  # documented in the README
+    assert as_json(result)["error"]["type"] == "ExportInProgressError"
+    assert sorted(p.name for p in out.iterdir()) == [LEASE_NAME]  # nothing written, the lease untouched
+    assert json.loads((out / LEASE_NAME).read_text()) == held
 
 
 def test_no_overwrite_refuses_an_existing_export_with_json_error(tile_zarr: Path, tmp_path: Path) -> None:

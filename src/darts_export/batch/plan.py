@@ -26,7 +26,7 @@ from darts_export.errors import BatchInputError, InvalidLocationError, Verificat
 from darts_export.inputs import NETCDF_SUFFIXES, ZARR_SUFFIXES
 from darts_export.locations import RUNS_FOLDER, output_for_input
 from darts_export.manifest import Manifest
-from darts_export.products import DEBUG_STORE_NAME, MANIFEST_NAME
+from darts_export.products import MANIFEST_NAME
 from darts_export.storage import Storage
 
 __all__ = ["complete_outputs", "outputs_for", "resolve_inputs"]
@@ -163,8 +163,8 @@ def complete_outputs(
 ) -> dict[str, Manifest]:
     """The outputs (folders under ``output_prefix``, the root of ``storage``) that hold a complete export.
 
-    Complete: ``manifest.json`` exists, lists every path in ``required`` (the debug store excepted: its
-    failure is recorded, not fatal) and every artifact it lists has the recorded size (a directory:
+    Complete: ``manifest.json`` exists, lists every path in ``required`` (the debug store included: an
+    export whose store failed commits nothing) and every artifact it lists has the recorded size (a directory:
     the summed size of its objects).
     """
     sizes = storage.sizes()
@@ -175,7 +175,7 @@ def complete_outputs(
         if rel and f"{rel}/{MANIFEST_NAME}" in sizes:
             rels[output] = rel
     blobs = storage.read_many([f"{rel}/{MANIFEST_NAME}" for rel in rels.values()])
-    needed = {p for p in required if p != DEBUG_STORE_NAME}
+    needed = set(required)
     complete = {}
     for output, rel in rels.items():
         try:

@@ -27,6 +27,7 @@ from rich.logging import RichHandler
 from darts_export.errors import (
     ArtifactExistsError,
     ExportError,
+    ExportInProgressError,
     InputNotFoundError,
     InputReadError,
     InvalidInputError,
@@ -49,6 +50,7 @@ class ExitCode(IntEnum):
     STORAGE = 4
     EXISTS = 5
     FELL_BACK = 6
+    IN_PROGRESS = 7
 
 
 EXIT_CODES_HELP = """\b
@@ -60,7 +62,8 @@ Exit codes:
      or an optional feature whose extra is not installed (the message says what to pip install)
   4  storage error: target unreachable, or reading/writing failed; a batch's cluster unreachable
   5  an export already exists at the target (--no-overwrite)
-  6  the target was unreachable: the export was written to --fallback-dir instead"""
+  6  the target was unreachable: the export was written to --fallback-dir instead
+  7  another export is writing to the target right now (its lease is held); retry later"""
 
 # Library messages name keyword arguments; on the command line the same advice names the flag.
 _FLAG_WORDS = (
@@ -175,6 +178,8 @@ class Run:
             raise
         except ArtifactExistsError as exc:
             self.fail(exc, ExitCode.EXISTS)
+        except ExportInProgressError as exc:
+            self.fail(exc, ExitCode.IN_PROGRESS)
         except UnsupportedTargetError as exc:
             self.fail(exc, ExitCode.USAGE)
         except (InvalidTileError, InputNotFoundError, InvalidInputError, MissingExtraError) as exc:
