@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 
 from darts_export.synthetic import make_synthetic_tile
 from faultproxy import READ_TIMEOUT, STALL_SECONDS, FaultProxy
-from helpers import Target, closed_port
+from helpers import Target, closed_port, fail_if_required
 
 _FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -146,8 +146,7 @@ def postgres_dsn() -> Iterator[str]:
     try:
         cluster = start_cluster()
     except PostgresUnavailableError as exc:
-        if os.environ.get("DARTS_TEST_REQUIRE_PGSTAC") == "1":
-            pytest.fail(f"DARTS_TEST_REQUIRE_PGSTAC=1 but {exc}")
+        fail_if_required("DARTS_TEST_REQUIRE_PGSTAC", str(exc))
         pytest.skip(f"{exc} (or set {DSN_ENV} to a PostgreSQL + PostGIS database)")
     try:
         yield cluster.dsn

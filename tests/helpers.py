@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import socket
 import threading
 import warnings
@@ -14,6 +15,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import pytest
 import rasterio
 import xarray as xr
 from rasterio.io import MemoryFile
@@ -49,6 +51,12 @@ class Target:
     def path(self, rel: str) -> str:
         """The full path of ``rel`` in that filesystem's notation."""
         return f"{self._resolved[1].rstrip('/')}/{rel}"
+
+
+def fail_if_required(env: str, missing: str) -> None:
+    """Fail the test when ``env`` is ``1`` (``.ci/run`` requires it there); else let the caller skip or do without."""
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{env}=1 but {missing}")
 
 
 def closed_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from catalog_helpers import shifted
 from darts_export.export import export_tile
 from darts_export.stac.collection import ITEMS_NDJSON_NAME, build_collection
 from darts_export.synthetic import make_synthetic_tile
+from helpers import fail_if_required
 
 _BANDS = ["probabilities", "binarized", "optical", "dem", "tcvis", "ndvi"]
 _COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -105,8 +105,7 @@ project; ``.ci/run`` installs it this way and sets ``DARTS_TEST_REQUIRE_STACKSTA
 def _stackstac_installed() -> bool:
     if importlib.util.find_spec("stackstac") is not None:
         return True
-    if os.environ.get("DARTS_TEST_REQUIRE_STACKSTAC") == "1":
-        pytest.fail(f"DARTS_TEST_REQUIRE_STACKSTAC=1 but stackstac is not installed: {STACKSTAC_INSTALL}")
+    fail_if_required("DARTS_TEST_REQUIRE_STACKSTAC", f"stackstac is not installed: {STACKSTAC_INSTALL}")
     return False
 
 

@@ -134,7 +134,7 @@ def export_tile(
             not written.
     """
     started = time.perf_counter()
-    view = TileView(tile)
+    TileView(tile)  # the georeference is checked before any byte of a lazy tile is read
     planned = plan_products(bands, ensemble_subsets, debug=flag(debug, "debug"))
     view = TileView(load_needed(tile, planned))  # a lazily opened tile is read once, not per product
     check_variables(planned, view)
