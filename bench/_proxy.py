@@ -43,6 +43,10 @@ class Request:
     path: str
     up: int
     down: int
+    start: float = 0.0
+    """When the request arrived (``time.monotonic()``, comparable across processes on one machine)."""
+    end: float = 0.0
+    """When its answer was sent."""
 
 
 class ProxyClient:
@@ -119,6 +123,7 @@ class _Shaper:
         if request.path == "/__proxy__/reset":
             self.log.clear()
             return web.json_response({})
+        arrived = time.monotonic()
         started = time.perf_counter()
         body = await request.read()
         await asyncio.sleep(self.latency_s)
@@ -147,7 +152,8 @@ class _Shaper:
                     down += len(chunk)
                     await self.pace(first, down)
             await out.write_eof()
-        self.log.append({"method": request.method, "path": request.path, "up": len(body), "down": down})
+        entry = {"method": request.method, "path": request.path, "up": len(body), "down": down}
+        self.log.append(entry | {"start": arrived, "end": time.monotonic()})
         return out
 
 
