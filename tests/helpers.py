@@ -186,7 +186,7 @@ class FakeSink:
     def publish_file(self, rel: str, local_path: Path, *, exclusive: bool = False) -> StoredObject:
         return self.publish_bytes(rel, Path(local_path).read_bytes(), exclusive=exclusive)
 
-    def remove(self, rel: str, *, recursive: bool = False) -> None:
+    def remove(self, rel: str, *, recursive: bool = False, confirm: bool = True) -> None:
         self._do("remove", rel)
         with self._lock:
             for key in [k for k in self.objects if k == rel or (recursive and k.startswith(rel + "/"))]:

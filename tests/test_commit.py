@@ -39,6 +39,29 @@ def test_lease_then_old_marker_gone_then_artifacts_then_marker_then_no_lease(til
     assert LEASE_NAME not in sink.objects
 
 
+def test_encoding_overlaps_the_preamble_but_no_upload_starts_before_the_old_marker_is_gone(tile: xr.Dataset) -> None:
+    seen: dict[str, float] = {}
+
+    def slow_removal(op: str, rel: str) -> Exception | None:
+        if (op, rel) == ("remove", "manifest.json"):
+            time.sleep(0.5)  # the old marker's removal takes long: the encoders run meanwhile
+            seen["marker gone"] = time.monotonic()
+        elif op == "publish" and rel != LEASE_NAME:
+            seen.setdefault("first upload", time.monotonic())
+        return None
+
+    sink = FakeSink(slow_removal)
+    sink.objects["manifest.json"] = b"{}"
+    encoding: list[float] = []
+    export_tile(tile, sink, bands=BANDS, progress=lambda event, _: encoding.append(time.monotonic()))
+    assert min(encoding) < seen["marker gone"] < seen["first upload"]
+    assert [c for c in sink.calls if c[0] != "read"][:3] == [
+        ("probe", ""),
+        ("publish", LEASE_NAME),
+        ("remove", "manifest.json"),
+    ]
+
+
 def test_marker_that_cannot_be_removed_stops_the_export_before_any_artifact(tile: xr.Dataset) -> None:
     def fail(op: str, rel: str) -> Exception | None:
         return StorageError("injected: 1 object(s) still there") if (op, rel) == ("remove", "manifest.json") else None

@@ -14,8 +14,10 @@ import xarray as xr
 from rasterio.session import AWSSession
 
 from darts_export import StorageError, TargetUnreachableError, export_tile
+from darts_export.commit import transaction
 from darts_export.errors import ArtifactExistsError, UnsupportedTargetError
-from darts_export.storage import S3_DEFAULT_OPTIONS, Storage, multihash_sha256
+from darts_export.products import MANIFEST_NAME
+from darts_export.storage import MULTIPART_THRESHOLD, S3_DEFAULT_OPTIONS, Storage, multihash_sha256
 from faultproxy import Fault, FaultProxy
 from helpers import Target, expected_percent
 
@@ -140,7 +142,45 @@ def test_one_retry_layer_retries_each_request_and_translates_what_stays_failed(
     # An answer cut off after its headers is not botocore's to retry: the read is repeated.
     fault_proxy.reset(Fault("truncate", match=lambda r: r.method == "GET", limit=1))
     assert storage.read_bytes("a.bin") == b"abc"
-    assert [r.fault for r in fault_proxy.log if r.method == "GET"] == ["truncate", None]
+    assert [(r.method, r.fault) for r in fault_proxy.log] == [("GET", "truncate"), ("GET", None)]  # no HEAD first
+
+
+def test_a_large_artifact_goes_up_as_concurrent_parts_and_reads_back_identical(
+    s3_storage_options: dict[str, Any], s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    storage = Storage.open(f"s3://{s3_bucket}/t", s3_storage_options)
+    data = np.random.default_rng(0).integers(0, 256, MULTIPART_THRESHOLD + 1, dtype=np.uint8).tobytes()
+    staged = tmp_path / "staged.bin"
+    staged.write_bytes(data[::-1])
+    stored = [storage.publish_bytes("big.tif", data, exclusive=True), storage.publish_file("big.gpkg", staged)]
+    for obj, expected in zip(stored, [data, data[::-1]], strict=True):
+        assert (obj.size, obj.checksum) == (len(expected), multihash_sha256(hashlib.sha256(expected).digest()))
+        assert storage.read_bytes(obj.path) == expected
+        etag = s3_client.head_object(Bucket=s3_bucket, Key=f"t/{obj.path}")["ETag"]
+        assert etag.endswith('-3"')  # three parts: 8 MiB, 8 MiB, 1 byte
+    with pytest.raises(ArtifactExistsError):
+        storage.publish_bytes("big.tif", data[::-1], exclusive=True)  # a conditional create, multipart too
+    assert storage.read_bytes("big.tif") == data
+
+
+def test_a_part_failing_for_good_stores_nothing_and_commits_nothing(
+    fault_proxy: FaultProxy, proxy_options: dict[str, Any], s3_bucket: str, s3_client: Any
+) -> None:
+    retries = {"max_attempts": 1}  # botocore's retries are tested above; keep this one short
+    options = {**proxy_options, "config_kwargs": {**proxy_options["config_kwargs"], "retries": retries}}
+    storage = Storage.open(f"s3://{s3_bucket}/t", options)
+    fault_proxy.reset(Fault("500", match=lambda r: "partNumber=2" in r.query))
+
+    def export_one_big_artifact() -> None:
+        with transaction(storage, overwrite=True) as tx:
+            tx.publisher.publish("big.tif", bytes(MULTIPART_THRESHOLD))
+            tx.commit(b"{}")
+
+    with pytest.raises(StorageError, match=r"Cannot upload big\.tif"):
+        export_one_big_artifact()
+    assert storage.list() == ()  # no artifact, no manifest, no lease
+    assert "Uploads" not in s3_client.list_multipart_uploads(Bucket=s3_bucket)  # the upload was aborted
+    assert not any(r.key.endswith(MANIFEST_NAME) and r.method == "PUT" for r in fault_proxy.log)
 
 
 def test_probe_rejects_an_unusable_local_target(tmp_path: Path) -> None:

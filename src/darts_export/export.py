@@ -3,7 +3,8 @@
 Encoding (array → bytes) happens in :mod:`~darts_export.formats.rasters`, :mod:`~darts_export.formats.polygons`,
 :mod:`~darts_export.formats.thumbnail`; where bytes go is :mod:`~darts_export.storage`. Only this
 module talks to both. Uploads run on a bounded pool while the next product encodes, inside one
-commit transaction (:mod:`~darts_export.commit`: probe, lease, old manifest gone, manifest last).
+commit transaction (:mod:`~darts_export.commit`: probe, lease, old manifest gone — while the first
+products encode, before any upload — manifest last).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from darts_export.stac.footprint import footprint
 from darts_export.stac.item import build_item, encode_item
 from darts_export.stac.placement import DEFAULT_COLLECTION, ItemPlacement
 from darts_export.staging import staging_folder, sweep_stale_staging
-from darts_export.storage import Sink, StoredObject
+from darts_export.storage import Sink, StoredObject, describe_bytes
 from darts_export.tile import TileView
 
 if TYPE_CHECKING:
@@ -210,7 +211,8 @@ class _Job:
         """Encode every product (two at a time) while publishing (concurrently), then the item and the manifest.
 
         Every write goes through one :func:`~darts_export.commit.transaction`: the target is probed
-        and leased and its old manifest removed before the first encoding; the manifest comes last.
+        and leased and its old manifest removed while the first products encode, before the first
+        upload; the manifest comes last.
         """
         sweep_stale_staging()
         encodable = [p for p in self.planned if p.kind is not Kind.DEBUG_STORE]
@@ -239,7 +241,10 @@ class _Job:
             }
             footprint_future = encoders.submit(footprint, self.view)  # for the item; queued last
             try:
-                for future in as_completed([*encoded, *stores]):
+                for future in as_completed([tx.ready, *encoded, *stores]):
+                    if future is tx.ready:
+                        future.result()  # fail fast: the target cannot be used, or another export holds it
+                        continue
                     tx.publisher.raise_if_failed()  # fail fast: an upload failed for good
                     if future in stores:
                         product = stores[future]
@@ -271,7 +276,8 @@ class _Job:
                 for pending in [*encoded, *stores, footprint_future]:
                     pending.cancel()
                 raise
-            stored_item = tx.publisher.publish(ITEM_NAME, item).result()
+            tx.publisher.publish(ITEM_NAME, item)  # stored before the manifest: commit waits for every upload
+            stored_item = describe_bytes(ITEM_NAME, item)
             item_artifact = Artifact(
                 path=ITEM_NAME,
                 size=stored_item.size,

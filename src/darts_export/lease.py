@@ -47,6 +47,11 @@ class Lease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
+    @property
+    def held(self) -> bool:
+        """Whether this lease was acquired and not yet released."""
+        return self._renewer is not None
+
     def __enter__(self) -> Lease:
         self.acquire()
         return self
@@ -163,6 +168,6 @@ class Lease:
                 if holder is None or holder.get("owner") != self.owner:
                     return
             if self.lost is None:
-                self.sink.remove(LEASE_NAME)
+                self.sink.remove(LEASE_NAME, confirm=False)  # a lease left behind expires; no extra round trip
         except ExportError as exc:
             logger.warning("lease at %s not removed (%s); it expires in %.0f s", self.sink.url, exc, self.seconds)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Sink", "StoredObject", "file_checksum", "multihash_sha256", "tree_object"]
+__all__ = ["Sink", "StoredObject", "describe_bytes", "file_checksum", "multihash_sha256", "tree_object"]
 
 _CHUNK = 8 * 2**20
 _SHA256_MULTIHASH_PREFIX = "1220"  # multihash code 0x12 (sha2-256), length 0x20 (32 bytes)
@@ -33,6 +33,12 @@ class StoredObject:
     path: str
     size: int
     checksum: str
+
+
+def describe_bytes(rel: str, data: bytes | bytearray | memoryview) -> StoredObject:
+    """What storing ``data`` under ``rel`` stores: its size and multihash SHA-256 (known before the upload)."""
+    view = memoryview(data).cast("B")
+    return StoredObject(path=rel, size=view.nbytes, checksum=multihash_sha256(hashlib.sha256(view).digest()))
 
 
 def tree_object(rel: str, objects: Iterable[StoredObject]) -> StoredObject:
@@ -78,8 +84,11 @@ class Sink(Protocol):
     def publish_file(self, rel: str, local_path: Path, *, exclusive: bool = False) -> StoredObject:
         """Store the local file under ``rel`` whole or not at all."""
 
-    def remove(self, rel: str, *, recursive: bool = False) -> None:
-        """Delete ``rel`` (with ``recursive`` a directory) and confirm it is gone; absent is not an error."""
+    def remove(self, rel: str, *, recursive: bool = False, confirm: bool = True) -> None:
+        """Delete ``rel`` (with ``recursive`` a directory) and confirm it is gone; absent is not an error.
+
+        ``confirm=False`` may skip confirming the removal of a single object.
+        """
 
 
 def file_checksum(path: Path) -> str:

@@ -5,8 +5,9 @@
 artifacts under it:
 
 * **whole or not at all** — local files are written to a temporary sibling and
-  renamed into place; object stores get a single PUT or a completed multipart upload
-  (s3fs aborts an incomplete one), so a reader never sees half an artifact;
+  renamed into place; object stores get a single PUT or, from :data:`MULTIPART_THRESHOLD`
+  on, a multipart upload whose parts go up concurrently (s3fs completes it, or aborts it when
+  a part fails for good), so a reader never sees half an artifact;
 * **exclusively** on request (``exclusive=True``): a conditional create (S3
   ``If-None-Match: *``, a hard link locally) so two writers cannot both create the object;
 * **with size and SHA-256** computed from the bytes on their way out (never read back),
@@ -28,7 +29,6 @@ import copy
 import hashlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,21 +47,47 @@ from darts_export.errors import (
     TargetUnreachableError,
     UnsupportedTargetError,
 )
-from darts_export.sink import Sink, StoredObject, file_checksum, multihash_sha256, tree_object
+from darts_export.sink import Sink, StoredObject, describe_bytes, file_checksum, multihash_sha256, tree_object
 
-__all__ = ["S3_DEFAULT_OPTIONS", "Sink", "Storage", "StoredObject", "multihash_sha256", "tree_object", "url_problem"]
+__all__ = [
+    "MULTIPART_PART",
+    "MULTIPART_THRESHOLD",
+    "S3_DEFAULT_OPTIONS",
+    "Sink",
+    "Storage",
+    "StoredObject",
+    "describe_bytes",
+    "multihash_sha256",
+    "tree_object",
+    "url_problem",
+]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 8 * 2**20
 _READERS = 8  # objects re-read at once: an object store answers each request after 10-50 ms
 
-S3_DEFAULT_OPTIONS: Mapping[str, Any] = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 4}}}
+MULTIPART_PART = 8 * 2**20
+"""Bytes per part of a multipart upload (S3's minimum is 5 MiB); see :data:`MULTIPART_THRESHOLD`."""
+
+MULTIPART_THRESHOLD = 2 * MULTIPART_PART
+"""Objects from this size on go to S3 as a multipart upload of concurrent parts (s3fs's own rule: two parts).
+
+One connection carries about 100 MB/s, so a 31 MB COG as one PUT is 0.3 s after its encoder ends;
+as four parts at once, 0.1 s plus two round trips (bench/results/s3.md)."""
+
+_IN_MEMORY_UPLOAD = 64 * 2**20  # staged files up to this size are read once (checksum and upload from one read)
+
+S3_DEFAULT_OPTIONS: Mapping[str, Any] = {
+    "config_kwargs": {"retries": {"mode": "standard", "max_attempts": 4}, "max_pool_connections": 32}
+}
 """Storage options for ``s3://`` targets, under the caller's own: botocore's retries are the one retry layer.
 
 ``max_attempts`` counts retries (botocore's meaning): 5 attempts per request in all. ``standard``,
 not ``adaptive``: adaptive's client-side rate limiter, once throttled, holds back every queued upload,
 so a persistent ``503 SlowDown`` took up to 72 s to surface instead of 14 s (bench/bench_faults.py).
+``max_pool_connections`` (botocore's default: 10) leaves room for the upload threads and the parts
+of their multipart uploads at once.
 """
 
 _BODY_READS = 3  # attempts at reading an answer whose body was cut off, which botocore does not retry
@@ -250,7 +276,7 @@ class Storage:
             ArtifactExistsError: ``exclusive`` and another writer's object is already there.
         """
         view = memoryview(data).cast("B")
-        stored = StoredObject(path=rel, size=view.nbytes, checksum=multihash_sha256(hashlib.sha256(view).digest()))
+        stored = describe_bytes(rel, view)
         target = self.path(rel)
         started = time.perf_counter()
         try:
@@ -258,7 +284,9 @@ class Storage:
                 if self.is_local:
                     self._write_local(target, lambda fh: fh.write(view), exclusive=exclusive)
                 else:
-                    self.fs.pipe_file(target, bytes(view), mode="create" if exclusive else "overwrite")
+                    body = data if isinstance(data, bytes) else bytes(view)
+                    mode = "create" if exclusive else "overwrite"
+                    self.fs.pipe_file(target, body, mode=mode, **self._multipart)
         except ArtifactExistsError:
             # A retried conditional PUT whose first answer was lost finds its own object: that is success.
             if self.read_optional(rel) != bytes(view):
@@ -266,22 +294,35 @@ class Storage:
         logger.debug("published %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
         return stored
 
+    @property
+    def _multipart(self) -> dict[str, int]:
+        """s3fs's keyword for the part size (it goes multipart from two parts on); other filesystems take none."""
+        return {"chunksize": MULTIPART_PART} if self._is_s3 else {}
+
     def publish_file(self, rel: str, local_path: str | os.PathLike[str], *, exclusive: bool = False) -> StoredObject:
         """Store the local file ``local_path`` under ``rel``, whole or not at all (multipart when large)."""
         source = Path(local_path)
-        stored = StoredObject(path=rel, size=source.stat().st_size, checksum=file_checksum(source))
+        size = source.stat().st_size
+        if not self.is_local and size <= _IN_MEMORY_UPLOAD:
+            return self.publish_bytes(rel, source.read_bytes(), exclusive=exclusive)  # read once, not twice
         target = self.path(rel)
         started = time.perf_counter()
         with self._translated(f"upload {rel}", exclusive=exclusive):
             if self.is_local:
+                digest = hashlib.sha256()
 
                 def copy_into(fh: Any) -> None:
                     with source.open("rb") as src:
-                        shutil.copyfileobj(src, fh, _CHUNK)
+                        while chunk := src.read(_CHUNK):
+                            digest.update(chunk)
+                            fh.write(chunk)
 
                 self._write_local(target, copy_into, exclusive=exclusive)
+                stored = StoredObject(path=rel, size=size, checksum=multihash_sha256(digest.digest()))
             else:
-                self.fs.put_file(str(source), target, mode="create" if exclusive else "overwrite")
+                stored = StoredObject(path=rel, size=size, checksum=file_checksum(source))
+                mode = "create" if exclusive else "overwrite"
+                self.fs.put_file(str(source), target, mode=mode, **self._multipart)
         logger.debug("published %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
         return stored
 
@@ -304,11 +345,12 @@ class Storage:
             tmp.unlink(missing_ok=True)
             raise
 
-    def remove(self, rel: str, *, recursive: bool = False) -> None:
+    def remove(self, rel: str, *, recursive: bool = False, confirm: bool = True) -> None:
         """Delete ``rel`` (a file, or with ``recursive`` a directory) and confirm that nothing is left.
 
         Absent is not an error. Raises :class:`StorageError` when anything is still there after the
-        delete (S3 batch deletes report failed keys in an HTTP 200 answer).
+        delete (S3 batch deletes report failed keys in an HTTP 200 answer). ``confirm=False`` skips
+        the confirming request of a single object (one round trip, for what expires anyway).
         """
         target = self.path(rel)
         with self._translated(f"remove {rel}"):
@@ -324,7 +366,7 @@ class Storage:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(target)
-                left = [target] if self._is_file(target) else []
+                left = [target] if confirm and self._is_file(target) else []
         if left:
             raise StorageError(
                 f"Cannot remove {self.uri(rel)}: {len(left)} object(s) still there after the delete "
@@ -365,7 +407,7 @@ class Storage:
             try:
                 with self._translated(f"read {rel}"):
                     try:
-                        return bytes(self.fs.cat_file(self.path(rel)))
+                        return bytes(self.fs.cat_file(self.path(rel), **self._one_get))
                     except FileNotFoundError as exc:
                         if not missing_ok or classify(exc) == "bucket":
                             raise
@@ -375,6 +417,11 @@ class Storage:
                     raise
                 logger.debug("read %s: the answer was cut off (%s); reading it again", rel, exc.__cause__)
         raise StorageError(f"Cannot read {self.uri(rel)}: every answer was cut off.")
+
+    @property
+    def _one_get(self) -> dict[str, int]:
+        """s3fs asks each object's size first (a HEAD) to split large reads: one GET is enough for these."""
+        return {"max_concurrency": 1} if self._is_s3 else {}
 
     def list(self, rel: str | None = None) -> tuple[str, ...]:
         """Paths (relative to the root, sorted) of every object below ``rel`` (default: the root)."""
@@ -394,7 +441,7 @@ class Storage:
         if not wanted:
             return {}
         with self._translated(f"read {len(wanted)} objects"):
-            blobs = self.fs.cat(list(wanted), on_error="return")
+            blobs = self.fs.cat(list(wanted), on_error="return", **self._one_get)
             if not isinstance(blobs, dict):  # a single path comes back as bytes
                 blobs = {next(iter(wanted)): blobs}
             failed = [e for e in blobs.values() if isinstance(e, Exception) and not isinstance(e, FileNotFoundError)]
