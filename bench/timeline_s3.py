@@ -19,7 +19,6 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -126,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
