@@ -43,8 +43,10 @@ _UNIT_GRID_SHIFT = 1.0
 
 
 @contextmanager
-def local_gdal_env() -> Iterator[None]:
+def local_gdal_env(**config: str) -> Iterator[None]:
     """A GDAL environment for in-memory work: no cloud session, whatever the process environment.
+
+    ``config`` adds GDAL configuration options, for this thread only.
 
     The encoders only touch in-memory GDAL datasets; storage credentials are fsspec's business.
     Without an active environment rasterio opens one per call (``rasterio.open``, ``warp``,
@@ -53,7 +55,7 @@ def local_gdal_env() -> Iterator[None]:
     """
     # With its default options: an environment without any option is falsy to rasterio's
     # ensure_env, which would then still open a credentialled environment per call.
-    with rasterio.Env(session=DummySession(), **rasterio.Env.default_options()):
+    with rasterio.Env(session=DummySession(), **(rasterio.Env.default_options() | config)):
         yield
 
 

@@ -1,9 +1,12 @@
 """Cloud-Optimized GeoTIFF encoding: 2-D arrays + georeference in, COG bytes out.
 
-Pure: no paths, buckets or credentials. The arrays go into a GDAL in-memory (MEM)
-dataset, GDAL's COG driver writes 512 × 512 tiles with internal overviews into
-``/vsimem/``, and the bytes come back. GDAL releases the GIL, so several rasters can be
-encoded on several threads at once.
+Pure: no paths, buckets or credentials. GDAL reads the arrays in place (a VRT over MEM
+datasets on their buffers, :mod:`darts_export.formats._vrt`: no copy), the overview levels
+are computed beforehand as GDAL would (AVERAGE by GDAL's own kernel, NEAREST by indexing),
+and GDAL's COG driver writes 512 × 512 tiles with those levels as internal overviews into
+``/vsimem/`` (``OVERVIEWS=FORCE_USE_EXISTING``: no temporary overview file compressed, read
+back and compressed again). GDAL releases the GIL, so several rasters can be encoded on
+several threads at once.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
-from rasterio.windows import Window
 
 from darts_export.formats._gdal import local_gdal_env
+from darts_export.formats._vrt import MEM_OPEN, overview_levels, overview_shapes, vrt_document
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -133,10 +136,11 @@ def encode_cog(
 ) -> EncodedCog:
     """Encode same-shaped 2-D arrays as one multi-band Cloud-Optimized GeoTIFF.
 
-    GDAL computes exact statistics of every band on the in-memory dataset (pixels equal to
-    ``nodata`` and NaN excluded; SIMD code, faster than numpy's ``bincount`` and without its
-    full-size temporary); they are also stored in the COG as the
-    bands' ``STATISTICS_*`` metadata, which GIS clients use for their default stretch.
+    The exact statistics of every band (pixels equal to ``nodata`` and NaN excluded) are
+    returned and also stored in the COG as the bands' ``STATISTICS_*`` metadata, which GIS
+    clients use for their default stretch. The overviews, pixels and bytes are those GDAL's COG
+    driver writes from the same arrays by itself (``MODE``, ``BILINEAR`` and ``CUBIC``
+    overviews are still built by it).
 
     Args:
         bands: One north-up 2-D array (or :class:`BandRows`) per band, all of ``georef.shape``
@@ -163,29 +167,26 @@ def encode_cog(
     if descriptions and len(descriptions) != len(bands):
         raise ValueError(f"{len(descriptions)} descriptions for {len(bands)} bands")
     started = time.perf_counter()
-    profile = {
-        "driver": "MEM",
-        "width": georef.width,
-        "height": georef.height,
-        "count": len(bands),
-        "dtype": dtype.name,
-        "crs": georef.crs,
-        "transform": georef.transform,
-        "nodata": nodata,
-    }
-    with local_gdal_env(), rasterio.open("", "w", **profile) as mem:
-        for index, band in enumerate(bands, start=1):
-            if isinstance(band, np.ndarray):
-                mem.write(np.ascontiguousarray(band), index)
-            else:
-                _write_rows(mem, band, index)
-            if descriptions:
-                mem.set_band_description(index, descriptions[index - 1])
-        if tags:
-            mem.update_tags(**tags)
-        statistics = tuple(_gdal_statistics(mem, index) for index in range(1, len(bands) + 1))
-        with MemoryFile(ext=".tif") as out:
-            rasterio.shutil.copy(mem, out.name, driver="COG", **options.creation_options(np.dtype(dtype), resampling))
+    arrays = [_in_memory(band) for band in bands]
+    creation = options.creation_options(np.dtype(dtype), resampling)
+    with local_gdal_env(**MEM_OPEN):
+        measured = [_statistics(array, nodata) for array in arrays]
+        overviews = None
+        if resampling in ("AVERAGE", "NEAREST"):  # the others: GDAL's COG driver builds them
+            shapes = overview_shapes(georef.shape, options.blocksize)
+            overviews = [overview_levels(array, shapes, resampling, nodata) for array in arrays]
+            creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
+        document = vrt_document(
+            arrays,
+            overviews,
+            georef,
+            nodata=nodata,
+            descriptions=descriptions,
+            tags=tags,
+            band_tags=[band_tags for _, band_tags in measured],
+        )
+        with rasterio.open(document) as source, MemoryFile(ext=".tif") as out:
+            rasterio.shutil.copy(source, out.name, driver="COG", **creation)
             data = bytes(out.read())
     logger.debug(
         "encoded COG %dx%dx%d %s in %.3f s (%d bytes)",
@@ -196,28 +197,77 @@ def encode_cog(
         time.perf_counter() - started,
         len(data),
     )
-    return EncodedCog(data=data, statistics=statistics)
+    return EncodedCog(data=data, statistics=tuple(statistics for statistics, _ in measured))
 
 
-def _write_rows(dataset: rasterio.io.DatasetWriter, band: BandRows, index: int) -> None:
-    """Write ``band`` into band ``index`` of ``dataset`` a block of rows at a time."""
+def _in_memory(band: NDArray[Any] | BandRows) -> NDArray[Any]:
+    """``band`` as a C-contiguous array in native byte order (an array that is one already is not copied).
+
+    A :class:`BandRows` is computed into one array a block of rows at a time, so that its
+    temporaries stay small.
+    """
+    if isinstance(band, np.ndarray):
+        return np.ascontiguousarray(band, dtype=band.dtype.newbyteorder("="))
     height, width = band.shape
+    array = np.empty((height, width), dtype=band.dtype.newbyteorder("="))
     rows = max(1, _WRITE_BLOCK_BYTES // max(1, width * band.dtype.itemsize))
     for top in range(0, height, rows):
-        block = np.ascontiguousarray(band[top : top + rows])
-        dataset.write(block, index, window=Window(0, top, width, block.shape[0]))
+        array[top : top + rows] = band[top : top + rows]
+    return array
 
 
-def _gdal_statistics(dataset: rasterio.io.DatasetWriter, index: int) -> BandStatistics:
-    """Exact statistics of band ``index`` as GDAL computes them (nodata and NaN excluded)."""
-    (stats,) = dataset.stats(indexes=[index], approx=False)
-    valid_percent = float(dataset.tags(index).get("STATISTICS_VALID_PERCENT", "nan"))
+def _statistics(array: NDArray[Any], nodata: float | None) -> tuple[BandStatistics, dict[str, str]]:
+    """Exact statistics of ``array``'s valid pixels (``nodata`` and NaN excluded) and GDAL's ``STATISTICS_*`` tags.
+
+    A byte band's come from its histogram (no full-size temporary; faster than GDAL's, which
+    also leaves every block of the band in GDAL's block cache), other types' from GDAL on a
+    dataset closed before the COG is written, so that its blocks leave the cache.
+    """
+    if array.dtype == np.uint8:
+        return _byte_statistics(array, nodata)
+    with rasterio.open(vrt_document([array], None, None, nodata=nodata)) as dataset:
+        (stats,) = dataset.stats(indexes=[1], approx=False)
+        band_tags = {k: v for k, v in dataset.tags(1).items() if k.startswith("STATISTICS_")}
+    valid_percent = float(band_tags.get("STATISTICS_VALID_PERCENT", "nan"))
     if valid_percent == 0:  # GDAL reports zeros for a band without a valid pixel
-        return BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
-    return BandStatistics(
-        minimum=float(stats.min),
-        maximum=float(stats.max),
-        mean=float(stats.mean),
-        stddev=float(stats.std),
-        valid_percent=valid_percent,
-    )
+        return _NO_STATISTICS, {"STATISTICS_VALID_PERCENT": "0"}
+    values = (float(stats.min), float(stats.max), float(stats.mean), float(stats.std))
+    return _band_statistics(*values, valid_percent), band_tags
+
+
+_NO_STATISTICS = BandStatistics(minimum=math.nan, maximum=math.nan, mean=math.nan, stddev=math.nan, valid_percent=0.0)
+_PAIRS_PER_BLOCK = 1 << 20  # uint16 pixel pairs counted at a time: bincount's temporaries stay a few MiB
+
+
+def _byte_statistics(array: NDArray[np.uint8], nodata: float | None) -> tuple[BandStatistics, dict[str, str]]:
+    """Statistics of a uint8 band from its histogram, counted two pixels at a time (half the bincount work)."""
+    flat = array.reshape(-1)
+    pairs = flat[: flat.size // 2 * 2].view(np.uint16)
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    for start in range(0, pairs.size, _PAIRS_PER_BLOCK):
+        counts += np.bincount(pairs[start : start + _PAIRS_PER_BLOCK], minlength=1 << 16)
+    square = counts.reshape(256, 256)  # [first byte, second byte] in memory order, either endianness
+    histogram = square.sum(axis=0) + square.sum(axis=1)
+    if flat.size % 2:
+        histogram[flat[-1]] += 1
+    if nodata is not None and float(nodata).is_integer() and 0 <= nodata <= 255:
+        histogram[int(nodata)] = 0
+    values = np.flatnonzero(histogram)
+    valid_percent = float(f"{100 * histogram.sum() / max(flat.size, 1):.4g}")  # as GDAL rounds it
+    if values.size == 0:
+        return _NO_STATISTICS, {"STATISTICS_VALID_PERCENT": "0"}
+    n, total, squares = (int(v) for v in (histogram.sum(), histogram @ np.arange(256), histogram @ np.arange(256) ** 2))
+    mean = total / n
+    stddev = math.sqrt((n * squares - total * total) / (n * n))  # exact integers up to the last division
+    stats = _band_statistics(float(values[0]), float(values[-1]), mean, stddev, valid_percent)
+    return stats, {
+        "STATISTICS_MAXIMUM": f"{stats.maximum:.14g}",
+        "STATISTICS_MEAN": f"{stats.mean:.14g}",
+        "STATISTICS_MINIMUM": f"{stats.minimum:.14g}",
+        "STATISTICS_STDDEV": f"{stats.stddev:.14g}",
+        "STATISTICS_VALID_PERCENT": f"{valid_percent:.4g}",
+    }
+
+
+def _band_statistics(minimum: float, maximum: float, mean: float, stddev: float, valid: float) -> BandStatistics:
+    return BandStatistics(minimum=minimum, maximum=maximum, mean=mean, stddev=stddev, valid_percent=valid)
