@@ -17,6 +17,7 @@ import fsspec
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import xarray as xr
 from rasterio.io import MemoryFile
 
@@ -108,6 +109,36 @@ def expected_binarized(mask: np.ndarray, extent: np.ndarray) -> np.ndarray:
 
 def open_with_gdal(data: bytes) -> rasterio.DatasetReader:
     return MemoryFile(data).open()
+
+
+def gdal_cog(bands: list[np.ndarray], georef: Any, creation: dict[str, str], **metadata: Any) -> bytes:
+    """The COG GDAL writes by itself: a MEM copy of ``bands`` and the COG driver building the overviews.
+
+    ``metadata``: ``nodata``, ``descriptions``, ``tags``, as encode_cog takes them; statistics computed by GDAL.
+    """
+    profile = {"driver": "MEM", "width": georef.width, "height": georef.height, "count": len(bands)}
+    profile |= {"dtype": bands[0].dtype.name, "crs": georef.crs, "transform": georef.transform}
+    with rasterio.open("", "w", nodata=metadata.get("nodata"), **profile) as mem:
+        for index, band in enumerate(bands, start=1):
+            mem.write(band, index)
+            if metadata.get("descriptions"):
+                mem.set_band_description(index, metadata["descriptions"][index - 1])
+        mem.update_tags(**metadata.get("tags", {}))
+        mem.stats(approx=False)
+        with MemoryFile(ext=".tif") as out:
+            rasterio.shutil.copy(mem, out.name, driver="COG", **{**creation, "OVERVIEWS": "IGNORE_EXISTING"})
+            return bytes(out.read())
+
+
+def overview_levels(data: bytes) -> list[np.ndarray]:
+    """Every overview level of a GeoTIFF, largest first."""
+    with MemoryFile(data) as mf, mf.open() as ds:
+        count = len(ds.overviews(1))
+    levels = []
+    for level in range(count):
+        with MemoryFile(data) as mf, mf.open(overview_level=level) as ds:
+            levels.append(ds.read())
+    return levels
 
 
 # --- S3 (boto3 client on the moto server) and cloud events ----------------------------------------

@@ -11,10 +11,10 @@ from numpy.typing import NDArray
 from rasterio.io import MemoryFile
 
 from darts_export.formats import cog
-from darts_export.formats.cog import encode_cog
+from darts_export.formats.cog import CogOptions, Resampling, encode_cog
 from darts_export.formats.rasters import MaskBytes, probabilities_to_percent
-from darts_export.tile import TileView
-from helpers import expected_percent
+from darts_export.tile import GeoRef, TileView
+from helpers import expected_percent, gdal_cog, overview_levels
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,43 @@ def test_a_band_computed_by_rows_gives_the_same_cog_as_its_array(
     assert by_rows == encode_cog([whole], view.georef, nodata=255)
     with MemoryFile(by_rows.data) as mf, mf.open() as ds:
         np.testing.assert_array_equal(ds.read(1), whole)
+
+
+def _odd_grid(view: TileView) -> GeoRef:
+    """301 × 517 pixels: with 128-pixel blocks, three overview levels whose ratios are not all whole."""
+    return GeoRef(crs=view.georef.crs, transform=view.georef.transform, width=517, height=301)
+
+
+@pytest.mark.parametrize(
+    ("resampling", "nodata", "count"), [("AVERAGE", 255, 1), ("NEAREST", 255, 1), ("AVERAGE", None, 2)]
+)
+def test_a_byte_cog_is_the_one_gdal_builds_itself(
+    view: TileView, resampling: Resampling, nodata: float | None, count: int
+) -> None:
+    # The overviews computed before GDAL (and the histogram statistics in the tags) give GDAL's own file, byte for byte.
+    georef = _odd_grid(view)
+    rng = np.random.default_rng(2)
+    bands = [rng.integers(0, 101, georef.shape).astype(np.uint8) for _ in range(count)]
+    if nodata is not None:
+        bands[0][rng.random(georef.shape) < 0.3] = 255
+        bands[0][:40] = 255  # whole blocks of nodata
+    options = CogOptions(blocksize=128, level=3)
+    metadata: dict[str, Any] = {"nodata": nodata, "descriptions": [f"b{i}" for i in range(count)]}
+    metadata["tags"] = {"tile_id": "T1", "note": 'a "quoted" <value> & more\nlines\r\tend'}
+    encoded = encode_cog(bands, georef, resampling=resampling, options=options, **metadata)
+    assert len(overview_levels(encoded.data)) == 3
+    assert encoded.data == gdal_cog(bands, georef, options.creation_options(np.dtype(np.uint8), resampling), **metadata)
+
+
+def test_float_bands_get_gdals_own_overviews(view: TileView) -> None:
+    georef = _odd_grid(view)
+    rng = np.random.default_rng(4)
+    data = rng.random(georef.shape).astype(np.float32)
+    data[rng.random(georef.shape) < 0.2] = np.nan
+    options = CogOptions(blocksize=128)
+    encoded = encode_cog([data], georef, nodata=math.nan, resampling="AVERAGE", options=options)
+    reference = gdal_cog([data], georef, options.creation_options(data.dtype, "AVERAGE"), nodata=math.nan)
+    ours, gdals = overview_levels(encoded.data), overview_levels(reference)
+    assert len(ours) == 3
+    for level, expected in zip(ours, gdals, strict=True):
+        np.testing.assert_array_equal(level, expected)  # NaN where GDAL has NaN

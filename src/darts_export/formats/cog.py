@@ -139,8 +139,10 @@ def encode_cog(
     The exact statistics of every band (pixels equal to ``nodata`` and NaN excluded) are
     returned and also stored in the COG as the bands' ``STATISTICS_*`` metadata, which GIS
     clients use for their default stretch. The overviews, pixels and bytes are those GDAL's COG
-    driver writes from the same arrays by itself (``MODE``, ``BILINEAR`` and ``CUBIC``
-    overviews are still built by it).
+    driver writes from the same arrays by itself. It still builds the overviews of other
+    resamplings and of non-byte ``AVERAGE`` bands: its overview builder averages floats in
+    float32, a resampled read in float64, and the two differ by one unit in the last place in
+    some pixels (tests/test_cog.py).
 
     Args:
         bands: One north-up 2-D array (or :class:`BandRows`) per band, all of ``georef.shape``
@@ -172,7 +174,7 @@ def encode_cog(
     with local_gdal_env(**MEM_OPEN):
         measured = [_statistics(array, nodata) for array in arrays]
         overviews = None
-        if resampling in ("AVERAGE", "NEAREST"):  # the others: GDAL's COG driver builds them
+        if resampling == "NEAREST" or (resampling == "AVERAGE" and dtype == np.uint8):
             shapes = overview_shapes(georef.shape, options.blocksize)
             overviews = [overview_levels(array, shapes, resampling, nodata) for array in arrays]
             creation["OVERVIEWS"] = "FORCE_USE_EXISTING"
