@@ -98,6 +98,51 @@ def test_store_reopens_with_crs_and_values(target: Target) -> None:
     assert stored.type == "directory"
 
 
+_EXACT_DTYPES = (
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
+
+
+def test_every_dtype_round_trips_bit_exact(target: Target) -> None:
+    tile = make_synthetic_tile(40, seed=28, with_inputs=False)
+    rng = np.random.default_rng(28)
+    for dtype in map(np.dtype, _EXACT_DTYPES):
+        if dtype.kind == "f":
+            values = rng.normal(0.5, 0.3, (40, 40)).astype(dtype)
+            bits = values.view(f"u{dtype.itemsize}")
+            finfo = np.finfo(dtype)
+            values.flat[:6] = [np.nan, -0.0, np.inf, -np.inf, finfo.max, finfo.smallest_subnormal]
+            bits.flat[6] |= 1  # the lowest mantissa bit of a noisy value, and a NaN with its own payload
+            bits.flat[7] = bits.flat[0] | 0x3
+        elif dtype.kind == "b":
+            values = rng.random((40, 40)) < 0.3
+        else:
+            info = np.iinfo(dtype)
+            values = rng.integers(info.min, info.max, (40, 40), dtype=dtype, endpoint=True)
+        tile[f"v_{dtype.name}"] = (("y", "x"), values)
+    _export(tile, target)
+    group = zarr.open_group(_url(target, REL), mode="r", storage_options=_read_options(target), zarr_format=3)
+    opened = _open(target, mask_and_scale=False)
+    for name, variable in tile.data_vars.items():
+        array = group[str(name)]
+        assert isinstance(array, zarr.Array)
+        for got in (np.asarray(array[...]), opened[name].values):
+            assert got.dtype == variable.dtype, name
+            width = f"u{got.dtype.itemsize}" if got.dtype.kind == "f" else got.dtype
+            np.testing.assert_array_equal(got.view(width), variable.values.view(width), err_msg=str(name))
+
+
 def test_consolidated_metadata_is_what_zarr_itself_writes(tmp_path: Path) -> None:
     tile = make_synthetic_tile(32, seed=26, with_inputs=False)
     ours = write_debug_store(tile, tmp_path / "ours.zarr")
@@ -127,7 +172,12 @@ def test_chunks_and_compression_follow_the_layout(target: Target, monkeypatch: p
     array = group["probabilities"]
     assert isinstance(array, zarr.Array)
     assert array.chunks == (32, 32)
-    assert [type(c).__name__ for c in array.compressors] == ["ZstdCodec"]
+    blosc = array.compressors[0]
+    assert isinstance(blosc, zarr.codecs.BloscCodec)
+    assert (blosc.cname.value, blosc.shuffle and blosc.shuffle.value, blosc.typesize) == ("lz4", "bitshuffle", 4)
+    mask = group["binarized_segmentation"]
+    assert isinstance(mask, zarr.Array)
+    assert [type(c).__name__ for c in mask.compressors] == ["ZstdCodec"]
     window = _open(target)["probabilities"][40:72, 8:40].values  # a window across four chunks
     np.testing.assert_array_equal(window, tile["probabilities"].values[40:72, 8:40])
 

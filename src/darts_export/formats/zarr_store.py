@@ -15,7 +15,15 @@ Layout and encoding:
   so a Sentinel-2 tile (10980²) is 36 chunks per variable, a few hundred objects for the
   whole tile: few enough PUTs to write quickly to object storage, small enough that
   reading back a window for debugging touches at most four chunks.
-* **Compression**: Zstandard (level 3) on every data variable.
+* **Compression**, lossless, chosen per dtype by measurement on noisy float bands
+  (``bench/bench_debug_store.py``; results in ``bench/results/debug-store-*.md``): multi-byte
+  dtypes use Blosc with LZ4 after a bit shuffle (the exponent and high mantissa bits of
+  neighbouring floats line up, the noisy low bits stay raw), which is smaller than Zstandard and
+  several times cheaper to encode and decode; one-byte dtypes (masks, uint8 bands) use plain
+  Zstandard level 1, which beats any shuffle there. Both are core Zarr v3 codecs (``blosc``,
+  ``zstd``), so any v3 reader opens the store. Every chunk is written, even one holding only
+  the fill value: checking each chunk for that costs a pass over the whole tile, and a
+  constant chunk compresses to a few bytes.
 * **Georeference**: the grid-mapping coordinate (``spatial_ref`` with ``crs_wkt`` and,
   when the tile has it, ``GeoTransform``) is kept and each variable keeps its CF
   ``grid_mapping`` attribute; each variable also lists its non-dimension coordinates in
@@ -42,20 +50,21 @@ from typing import TYPE_CHECKING, Any
 
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 if TYPE_CHECKING:
+    import numpy as np
     import xarray as xr
 
-__all__ = ["DEBUG_CHUNK_SIZE", "DEBUG_ZSTD_LEVEL", "write_debug_store"]
+__all__ = ["DEBUG_CHUNK_SIZE", "DEBUG_ZSTD_LEVEL", "debug_compressors", "write_debug_store"]
 
 logger = logging.getLogger(__name__)
 
 DEBUG_CHUNK_SIZE = 2048
 """Pixels per side of a chunk of the debug store."""
 
-DEBUG_ZSTD_LEVEL = 3
-"""Zstandard level of the debug store's chunks (zstd's own default: fast, about LZ4 speed)."""
+DEBUG_ZSTD_LEVEL = 1
+"""Zstandard level of the debug store's one-byte chunks (masks, uint8 bands)."""
 
 # CF/xarray encodings that change what the values mean; everything else in a variable's
 # encoding (netCDF or GeoTIFF chunk sizes, compressors, source paths) describes the file it
@@ -87,7 +96,12 @@ def write_debug_store(tile: xr.Dataset, folder: str | Path) -> Path:
     encoding = _layout(dataset)
     dataset = _rechunked(dataset, encoding)
     dataset.to_zarr(
-        zarr.storage.LocalStore(str(folder)), mode="w-", zarr_format=3, consolidated=False, encoding=encoding
+        zarr.storage.LocalStore(str(folder)),
+        mode="w-",
+        zarr_format=3,
+        consolidated=False,
+        encoding=encoding,
+        write_empty_chunks=True,
     )
     _consolidate(Path(folder))
     logger.debug("encoded debug store in %s in %.3f s", folder, time.perf_counter() - started)
@@ -154,11 +168,15 @@ def _layout(dataset: xr.Dataset) -> dict[Hashable, dict[str, Any]]:
             )
         else:
             chunks = tuple(variable.shape)
-        encoding[name] = {
-            "chunks": tuple(max(c, 1) for c in chunks),
-            "compressors": (ZstdCodec(level=DEBUG_ZSTD_LEVEL),),
-        }
+        encoding[name] = {"chunks": tuple(max(c, 1) for c in chunks), "compressors": debug_compressors(variable.dtype)}
     return encoding
+
+
+def debug_compressors(dtype: np.dtype[Any]) -> tuple[BloscCodec | ZstdCodec, ...]:
+    """The debug store's compressor of a variable of ``dtype`` (see the module docstring)."""
+    if dtype.kind not in "iufc" or dtype.itemsize == 1:  # masks, uint8 bands, and anything not numeric
+        return (ZstdCodec(level=DEBUG_ZSTD_LEVEL),)
+    return (BloscCodec(typesize=dtype.itemsize, cname="lz4", clevel=5, shuffle="bitshuffle"),)
 
 
 def _spatial_dims(dataset: xr.Dataset) -> frozenset[Hashable]:
