@@ -12,9 +12,11 @@ import pytest
 import xarray as xr
 
 from darts_export.errors import ExportError, IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
+from darts_export.formats.thumbnail import render_thumbnail
 from darts_export.inputs import input_format, load_needed, open_tile
 from darts_export.products import plan_products
 from darts_export.synthetic import make_synthetic_tile
+from darts_export.tile import TileView
 
 FORMATS = ["zarr-consolidated", "zarr", "netcdf"]
 
@@ -180,9 +182,27 @@ def test_load_needed_reads_what_the_export_needs_once_and_keeps_the_tile_lazy(ti
     with open_tile(url) as lazy:
         loaded = load_needed(lazy, plan_products(["probabilities", "thumbnail"], ()))
         in_memory = {str(n) for n in loaded.data_vars if loaded[n].variable._in_memory}
-        assert in_memory == {"probabilities", "red", "green", "blue", "extent", "binarized_segmentation"}
+        # The optical bands stay in storage: the thumbnail samples them (test below).
+        assert in_memory == {"probabilities", "extent", "binarized_segmentation"}
         assert not lazy["nir"].variable._in_memory  # what the export does not need is never read
+        optical = load_needed(lazy, plan_products(["thumbnail", "optical"], ()))
+        assert all(optical[n].variable._in_memory for n in ("red", "green", "blue", "nir"))
         xr.testing.assert_identical(loaded.load(), lazy.load())
         everything = load_needed(lazy, plan_products(["metadata"], (), debug=True))
         assert all(everything[n].variable._in_memory for n in everything.data_vars)
     assert load_needed(tile, plan_products(["probabilities"], ())) is tile  # in memory already: as it is
+
+
+def test_thumbnail_of_a_lazy_tile_samples_its_pixels_only(tmp_path: Path) -> None:
+    tile = make_synthetic_tile(1100, seed=12).isel(y=slice(None, None, -1))  # ascending y: a flipped view
+    tile.to_zarr(tmp_path / "tile.zarr", zarr_format=3, consolidated=False)
+    with open_tile(tmp_path / "tile.zarr") as lazy:
+        planned = plan_products(["thumbnail"], ())
+        lazy_view, memory_view = TileView(load_needed(lazy, planned)), TileView(tile)
+        assert not lazy_view.dataset["red"].variable._in_memory
+        rows, cols = np.array([0, 5, 1099]), np.array([3, 700, 1099, 4])
+        for name in ("red", "extent"):
+            sampled = lazy_view.sample(name, rows, cols)
+            np.testing.assert_array_equal(sampled, memory_view.array(name)[rows[:, None], cols[None, :]])
+        assert render_thumbnail(lazy_view, title="t") == render_thumbnail(memory_view, title="t")
+        assert not lazy_view.dataset["red"].variable._in_memory  # sampled, never read whole

@@ -166,6 +166,9 @@ def _check_netcdf_signature(name: str, path: str, options: dict[str, Any] | None
 
 
 _LOAD_THREADS = 8  # variables read at once; each read already fetches its chunks concurrently
+# The thumbnail reads these at its own pixels only (TileView.sample): when no other product needs them, they
+# stay in storage rather than being decoded whole (3 float bands: 1.4 GB of a Sentinel-2 tile).
+_SAMPLED_BY_THUMBNAIL = frozenset({"red", "green", "blue"})
 
 
 def load_needed(tile: xr.Dataset, planned: Iterable[PlannedProduct]) -> xr.Dataset:
@@ -174,7 +177,8 @@ def load_needed(tile: xr.Dataset, planned: Iterable[PlannedProduct]) -> xr.Datas
     A tile opened lazily (:func:`open_tile`, or dask-backed) would otherwise be read from storage
     by each product and check that uses a variable, one after another. Here each needed variable
     is read once, all at the same time. Variables already in memory are used as they are (no copy);
-    with a debug store planned, every data variable is needed.
+    with a debug store planned, every data variable is needed. The optical bands, when only the
+    thumbnail reads them, stay in storage: it samples them at its own pixels.
 
     Raises:
         InputReadError: reading a variable failed (connection, permissions, a corrupt chunk).
@@ -183,7 +187,13 @@ def load_needed(tile: xr.Dataset, planned: Iterable[PlannedProduct]) -> xr.Datas
     if any(p.kind is Kind.DEBUG_STORE for p in planned):
         wanted: Iterable[object] = tile.data_vars
     else:
-        wanted = dict.fromkeys(v for p in planned for v in (*p.required, *p.optional))
+        whole = {v for p in planned if p.kind is not Kind.THUMBNAIL for v in (*p.required, *p.optional)}
+        wanted = dict.fromkeys(
+            v
+            for p in planned
+            for v in (*p.required, *p.optional)
+            if v in whole or p.kind is not Kind.THUMBNAIL or v not in _SAMPLED_BY_THUMBNAIL
+        )
     names = [str(n) for n in wanted if n in tile.data_vars and not tile[n].variable._in_memory]
     if not names:
         return tile

@@ -252,12 +252,39 @@ class TileView:
                 f"integers 0/1: pass tile[{name!r}] > 0 (or mark no data in the 'extent' variable instead)."
             )
 
+    def sample(self, name: str, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.generic]:
+        """The pixels of variable ``name`` at north-up ``rows`` × ``cols`` (every pair), as :meth:`array` has them.
+
+        A variable still in storage (a lazily opened tile) is read at those pixels only, so the
+        whole band is never held in memory.
+        """
+        var = self._variable(name)
+        if var.variable._in_memory:
+            return self.array(name)[rows[:, None], cols[None, :]]
+        height, width = self.georef.shape
+        y_dim, x_dim = self._dims
+        picked = var.isel(
+            {y_dim: height - 1 - rows if self._flip_y else rows, x_dim: width - 1 - cols if self._flip_x else cols}
+        )
+        return np.asarray(picked.transpose(y_dim, x_dim).values)
+
     def array(self, name: str) -> NDArray[np.generic]:
         """The 2-D, north-up pixels of variable ``name`` as a read-only array.
 
         No copy is made where the tile already holds the data in memory in north-up
         order; a flipped tile yields a (read-only) strided view.
         """
+        data = np.asarray(self._variable(name).transpose(*self._dims).values)
+        if self._flip_y:
+            data = data[::-1, :]
+        if self._flip_x:
+            data = data[:, ::-1]
+        view = data.view()
+        view.flags.writeable = False
+        return view
+
+    def _variable(self, name: str) -> xr.DataArray:
+        """Variable ``name`` with its extra dimensions of size 1 dropped (stored order)."""
         if name not in self._tile.data_vars:
             raise InvalidTileError(f"Variable {name!r} not found in tile; available: {list(self.variables)}.")
         var = self._tile[name]
@@ -269,11 +296,4 @@ class TileView:
                     f"Variable {name!r} has dimensions {var.dims}; only 2-D (y, x) variables can be exported."
                 )
             var = var.squeeze(squeezable, drop=True)
-        data = np.asarray(var.transpose(*self._dims).values)
-        if self._flip_y:
-            data = data[::-1, :]
-        if self._flip_x:
-            data = data[:, ::-1]
-        view = data.view()
-        view.flags.writeable = False
-        return view
+        return var

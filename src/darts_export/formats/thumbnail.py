@@ -107,7 +107,7 @@ def render_thumbnail(view: TileView, *, title: str, max_size: int = 1024, qualit
     cols = _centres(width, out_w)
 
     def sample(name: str) -> NDArray[np.generic]:
-        return view.array(name)[rows[:, None], cols[None, :]]
+        return view.sample(name, rows, cols)
 
     prob = sample("probabilities").astype(np.float32, copy=False)
     finite = np.isfinite(prob)
