@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import xarray as xr
 
 from darts_export.errors import ExportError, IncompleteStoreError, InputNotFoundError, InputReadError, InvalidInputError
 from darts_export.formats.thumbnail import render_thumbnail
+from darts_export.formats.zarr_store import write_debug_store
 from darts_export.inputs import input_format, load_needed, open_tile
 from darts_export.products import plan_products
 from darts_export.synthetic import make_synthetic_tile
@@ -193,16 +195,24 @@ def test_load_needed_reads_what_the_export_needs_once_and_keeps_the_tile_lazy(ti
     assert load_needed(tile, plan_products(["probabilities"], ())) is tile  # in memory already: as it is
 
 
-def test_thumbnail_of_a_lazy_tile_samples_its_pixels_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["plain", "debug store"])
+def test_thumbnail_of_a_lazy_tile_samples_its_pixels_only(layout: str, tmp_path: Path) -> None:
     tile = make_synthetic_tile(1100, seed=12).isel(y=slice(None, None, -1))  # ascending y: a flipped view
-    tile.to_zarr(tmp_path / "tile.zarr", zarr_format=3, consolidated=False)
-    with open_tile(tmp_path / "tile.zarr") as lazy:
+    store = tmp_path / "tile.zarr"
+    if layout == "plain":
+        tile.to_zarr(store, zarr_format=3, consolidated=False)
+    else:  # its quick-look holds the thumbnail's pixels: the bands' own chunks are never read
+        write_debug_store(tile, store)
+        for band in ("red", "green", "blue"):
+            shutil.rmtree(store / band / "c")  # a read would now give NaN: the thumbnail would differ
+    with open_tile(store) as lazy:
         planned = plan_products(["thumbnail"], ())
         lazy_view, memory_view = TileView(load_needed(lazy, planned)), TileView(tile)
         assert not lazy_view.dataset["red"].variable._in_memory
-        rows, cols = np.array([0, 5, 1099]), np.array([3, 700, 1099, 4])
-        for name in ("red", "extent"):
-            sampled = lazy_view.sample(name, rows, cols)
-            np.testing.assert_array_equal(sampled, memory_view.array(name)[rows[:, None], cols[None, :]])
+        if layout == "plain":
+            rows, cols = np.array([0, 5, 1099]), np.array([3, 700, 1099, 4])
+            for name in ("red", "extent"):
+                sampled = lazy_view.sample(name, rows, cols)
+                np.testing.assert_array_equal(sampled, memory_view.array(name)[rows[:, None], cols[None, :]])
         assert render_thumbnail(lazy_view, title="t") == render_thumbnail(memory_view, title="t")
         assert not lazy_view.dataset["red"].variable._in_memory  # sampled, never read whole

@@ -16,6 +16,7 @@ unreadable as a tile, or (for a Zarr store) not completely written yet.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -114,7 +115,48 @@ def open_tile(
         raise InvalidInputError(f"Cannot open {name!r} as a {kind}: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise InputReadError(f"Cannot read the input {name!r}: {type(exc).__name__}: {exc}") from exc
+    if fmt == "zarr":
+        tile = _with_quicklook(tile, path, options)
     logger.info("opened %s (%s): variables %s", name, fmt, list(tile.data_vars))
+    return tile
+
+
+def _with_quicklook(tile: xr.Dataset, path: str, options: dict[str, Any] | None) -> xr.Dataset:
+    """``tile`` whose optical bands give the thumbnail's pixels from the store's quick-look, when it has one.
+
+    The debug store keeps the bands the thumbnail samples at its pixels in a group of their own
+    (``formats/zarr_store.py``); an export from such a store then reads 3 × 1024² values instead
+    of three whole bands. Every other read of a band (whole, or other pixels) goes to the band.
+    """
+    from darts_export.formats.zarr_store import QUICKLOOK_GROUP, QUICKLOOK_VARIABLES
+
+    if not all(n in tile.data_vars for n in QUICKLOOK_VARIABLES):
+        return tile
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r", storage_options=options).get(QUICKLOOK_GROUP)
+    except (KeyError, ValueError, TypeError, OSError) as exc:  # not a v3 store with consolidated metadata
+        logger.debug("no quick-look in %s: %s", path, exc)
+        return tile
+    if not isinstance(group, zarr.Group):
+        return tile
+    import numpy as np
+    import xarray as xr
+    from xarray.core import indexing
+
+    rows, cols = (np.asarray(group.attrs.get(k, ()), dtype=np.intp) for k in ("rows", "cols"))
+    tile = tile.copy(deep=False)
+    for name in QUICKLOOK_VARIABLES:
+        band, quick = tile[name].variable, group.get(name)
+        if (
+            isinstance(quick, zarr.Array)
+            and list(band.dims) == group.attrs.get("dims")
+            and quick.shape == (rows.size, cols.size)
+            and quick.dtype == band.dtype
+        ):
+            lazy = indexing.LazilyIndexedArray(_quicklooked()(band, rows, cols, quick))
+            tile[name] = xr.Variable(band.dims, lazy, band.attrs, band.encoding)
     return tile
 
 
@@ -207,3 +249,33 @@ def load_needed(tile: xr.Dataset, planned: Iterable[PlannedProduct]) -> xr.Datas
         loaded[name] = tile[name].variable.copy(deep=False, data=array)
     logger.debug("read %d lazily stored variables at once: %s", len(names), names)
     return loaded
+
+
+@functools.cache
+def _quicklooked() -> type[Any]:
+    """The lazily indexed band behind :func:`_with_quicklook` (a class made on first use: xarray is imported late)."""
+    import numpy as np
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    class QuickLooked(BackendArray):
+        def __init__(self, band: xr.Variable, rows: Any, cols: Any, quick: Any) -> None:
+            self.band, self.rows, self.cols, self.quick = band, rows, cols, quick
+            self.shape, self.dtype = band.shape, band.dtype
+
+        def __getitem__(self, key: Any) -> Any:
+            return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
+
+        def _get(self, key: tuple[Any, ...]) -> Any:
+            # xarray hands an outer read its indices sorted and unique, as the quick-look keeps them.
+            rows, cols = key
+            if (
+                isinstance(rows, np.ndarray)
+                and isinstance(cols, np.ndarray)
+                and np.array_equal(rows, self.rows)
+                and np.array_equal(cols, self.cols)
+            ):
+                return self.quick[...]
+            return self.band[key].values
+
+    return QuickLooked

@@ -34,6 +34,13 @@ Layout and encoding:
   attributes carry rioxarray's ``_FillValue`` (e.g. the TCVIS bands) come back as floats
   with NaN at that value, as for any CF store.
 
+* **Quick-look**: when the tile has ``red``, ``green`` and ``blue`` and is larger than the
+  thumbnail, the group ``quicklook`` also holds those bands at the pixels the export's
+  thumbnail samples (1024² values each; the stored indices in its ``rows``/``cols``
+  attributes). A plain open of the store does not see it (xarray opens the root group's
+  arrays); :func:`darts_export.inputs.open_tile` does, so an export from this store renders the
+  same thumbnail without reading the three bands (most of the bytes it would read otherwise).
+
 The store is a directory of objects, so it cannot be published atomically: the export removes
 an existing store first (no stale chunk survives) and lists the new one in the manifest with the
 tree checksum of :func:`~darts_export.storage.tree_object`.
@@ -55,8 +62,18 @@ from zarr.codecs import BloscCodec, ZstdCodec
 if TYPE_CHECKING:
     import numpy as np
     import xarray as xr
+    from numpy.typing import NDArray
 
-__all__ = ["DEBUG_CHUNK_SIZE", "DEBUG_ZSTD_LEVEL", "debug_compressors", "write_debug_store"]
+__all__ = [
+    "DEBUG_CHUNK_SIZE",
+    "DEBUG_ZSTD_LEVEL",
+    "QUICKLOOK_GROUP",
+    "QUICKLOOK_SIZE",
+    "QUICKLOOK_VARIABLES",
+    "debug_compressors",
+    "quicklook_pixels",
+    "write_debug_store",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +82,14 @@ DEBUG_CHUNK_SIZE = 2048
 
 DEBUG_ZSTD_LEVEL = 1
 """Zstandard level of the debug store's one-byte chunks (masks, uint8 bands)."""
+
+QUICKLOOK_GROUP = "quicklook"
+"""The store's group holding the optical bands at the thumbnail's pixels."""
+QUICKLOOK_VARIABLES = ("red", "green", "blue")
+"""The bands the thumbnail samples, kept in :data:`QUICKLOOK_GROUP` when the tile has all three."""
+QUICKLOOK_SIZE = 1024
+"""Long side of the thumbnail whose pixels :data:`QUICKLOOK_GROUP` holds (the export's default)."""
+_SCALE_KEYS = frozenset({"scale_factor", "add_offset"})
 
 # CF/xarray encodings that change what the values mean; everything else in a variable's
 # encoding (netCDF or GeoTIFF chunk sizes, compressors, source paths) describes the file it
@@ -103,9 +128,60 @@ def write_debug_store(tile: xr.Dataset, folder: str | Path) -> Path:
         encoding=encoding,
         write_empty_chunks=True,
     )
+    _write_quicklook(dataset, zarr.storage.LocalStore(str(folder)))
     _consolidate(Path(folder))
     logger.debug("encoded debug store in %s in %.3f s", folder, time.perf_counter() - started)
     return Path(folder)
+
+
+def quicklook_pixels(size: int, *, flipped: bool) -> NDArray[np.intp]:
+    """Stored indices, ascending, of the pixels a :data:`QUICKLOOK_SIZE` thumbnail samples along an axis of ``size``.
+
+    The thumbnail (``formats/thumbnail.py``) samples the north-up tile at the centre of each of
+    its pixels and never upscales; ``flipped`` axes (ascending y, descending x) are stored in the
+    other order. Should the two ever differ, readers find no match and read the bands instead.
+    """
+    import numpy as np
+
+    scale = min(1.0, QUICKLOOK_SIZE / size)
+    n_out = max(1, round(size * scale))
+    centres = np.minimum(((np.arange(n_out, dtype=np.float64) + 0.5) * (size / n_out)).astype(np.intp), size - 1)
+    return np.unique(size - 1 - centres if flipped else centres)
+
+
+def _write_quicklook(dataset: xr.Dataset, store: zarr.storage.LocalStore) -> None:
+    """The optical bands at the thumbnail's pixels, in the group :data:`QUICKLOOK_GROUP` (see the module docstring)."""
+    spatial = _spatial_dims(dataset)
+    y_dim, x_dim = _yx(dataset)
+    bands = [dataset[n] for n in QUICKLOOK_VARIABLES if n in dataset.data_vars]
+    if (
+        len(bands) != len(QUICKLOOK_VARIABLES)
+        or any(b.dims != (y_dim, x_dim) or _SCALE_KEYS & {*b.attrs, *b.encoding} for b in bands)
+        or max(dataset.sizes[d] for d in spatial) <= QUICKLOOK_SIZE  # the thumbnail reads every pixel anyway
+    ):
+        return
+    transform = dataset.rio.transform(recalc=True)
+    rows = quicklook_pixels(dataset.sizes[y_dim], flipped=transform.e > 0)
+    cols = quicklook_pixels(dataset.sizes[x_dim], flipped=transform.a < 0)
+    attributes = {
+        "thumbnail_size": QUICKLOOK_SIZE,
+        "dims": [str(y_dim), str(x_dim)],
+        "rows": rows.tolist(),
+        "cols": cols.tolist(),
+    }
+    group = zarr.open_group(store, mode="r+", zarr_format=3).create_group(QUICKLOOK_GROUP, attributes=attributes)
+    for band in bands:
+        values = band.variable[{y_dim: rows, x_dim: cols}].values
+        group.create_array(
+            str(band.name), data=values, chunks=values.shape, compressors=debug_compressors(values.dtype)
+        )
+
+
+def _yx(dataset: xr.Dataset) -> tuple[Hashable, Hashable]:
+    try:
+        return dataset.rio.y_dim, dataset.rio.x_dim
+    except Exception:  # rioxarray raises its own error when it finds no spatial dimensions
+        return "y", "x"
 
 
 def _consolidate(folder: Path) -> None:
