@@ -26,7 +26,6 @@ from darts_export.encoders import EncodeContext, Encoded, encode_product
 from darts_export.errors import TargetUnreachableError
 from darts_export.formats.cog import CogOptions, RasterBand
 from darts_export.formats.rasters import probabilities_to_percent
-from darts_export.formats.zarr_store import write_debug_store
 from darts_export.inputs import load_needed
 from darts_export.manifest import Artifact, Manifest
 from darts_export.metadata import EXPORT_DATE_KEY, ExportMetadata, decide_metadata
@@ -137,6 +136,8 @@ def export_tile(
     started = time.perf_counter()
     TileView(tile)  # the georeference is checked before any byte of a lazy tile is read
     planned = plan_products(bands, ensemble_subsets, debug=flag(debug, "debug"))
+    if any(product.kind is Kind.BAND_RASTER for product in planned):
+        import rioxarray  # noqa: F401  (formats.rasters reads the bands' declared nodata through .rio)
     view = TileView(load_needed(tile, planned))  # a lazily opened tile is read once, not per product
     check_variables(planned, view)
     meta = decide_metadata(metadata, view.dataset.attrs, view.georef)
@@ -339,6 +340,8 @@ class _Job:
         return encode_product(product, ctx)
 
     def _encode_store(self, product: PlannedProduct, folder: Path) -> Path:
+        from darts_export.formats.zarr_store import write_debug_store  # zarr and rioxarray only with debug=True
+
         self._report("encoding", product.outputs[0].path)
         return write_debug_store(self.view.dataset, folder)
 

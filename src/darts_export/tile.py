@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import rioxarray  # noqa: F401  (registers the .rio accessor)
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import CRSError
 
 from darts_export.errors import InvalidTileError
 
@@ -100,6 +100,109 @@ def _same_crs(crs: CRS, epsg: int) -> bool:
     return bool(pyproj.CRS.from_wkt(crs.to_wkt()).equals(pyproj.CRS.from_epsg(epsg), ignore_axis_order=True))
 
 
+_Georeference = tuple[str, str, CRS, Affine]
+"""``(x_dim, y_dim, crs, transform)`` as rioxarray's ``tile.rio`` gives them (transform recalculated)."""
+
+
+def _rioxarray_georeference(tile: xr.Dataset) -> _Georeference:
+    """The georeference through rioxarray: any spatial dimensions, CRS and transform it can derive."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    try:
+        x_dim, y_dim = tile.rio.x_dim, tile.rio.y_dim
+    except Exception as exc:  # rioxarray raises its own MissingSpatialDimensionError
+        raise InvalidTileError(
+            "The tile has no spatial dimensions; name them 'x' and 'y' (or set them with tile.rio.set_spatial_dims)."
+        ) from exc
+    crs = tile.rio.crs
+    if crs is None:
+        raise InvalidTileError("The tile has no CRS; set one with tile.rio.write_crs('EPSG:...') before exporting.")
+    if tile.sizes[x_dim] < 1 or tile.sizes[y_dim] < 1:
+        raise InvalidTileError(f"The tile is empty: its size is {dict(tile.sizes)}.")
+    grid_mapping = tile.rio.grid_mapping
+    stored = grid_mapping in tile.coords and "GeoTransform" in tile[grid_mapping].attrs
+    if not (x_dim in tile.coords and y_dim in tile.coords) and not stored:
+        # rioxarray would silently fall back to the identity transform here.
+        raise InvalidTileError(
+            "The tile has no transform: give it 'x'/'y' coordinates or write one with tile.rio.write_transform(...)."
+        )
+    try:
+        transform = tile.rio.transform(recalc=True)
+    except Exception as exc:
+        raise InvalidTileError(
+            "The tile has no usable transform; give it 'x'/'y' coordinates or "
+            "write one with tile.rio.write_transform(...)."
+        ) from exc
+    return str(x_dim), str(y_dim), CRS.from_user_input(crs), transform
+
+
+def _cf_georeference(tile: xr.Dataset) -> _Georeference | None:
+    """The georeference of a tile with a plain CF grid mapping, the same as rioxarray's; else ``None``.
+
+    Plain means: every data variable over ``y``/``x`` dimensions with 1-D coordinates of at least
+    two values, one grid-mapping coordinate whose ``spatial_ref`` or ``crs_wkt`` attribute GDAL
+    reads, and no stored transform other than an unrotated one. Follows rioxarray 0.19's
+    ``rio.x_dim``, ``rio.grid_mapping``, ``rio.crs`` and ``rio.transform(recalc=True)`` step by
+    step; anything else (other dimension names, a CRS only in CF parameters, a rotated
+    GeoTransform) is left to rioxarray.
+    """
+    if "x" not in tile.dims or "y" not in tile.dims:
+        return None
+    if "x" not in tile.coords or "y" not in tile.coords:
+        return None
+    x, y = tile.coords["x"], tile.coords["y"]
+    if x.dims != ("x",) or y.dims != ("y",) or x.size < 2 or y.size < 2:
+        return None
+    if x.dtype.kind not in "iuf" or y.dtype.kind not in "iuf":
+        return None
+    if any("x" not in var.dims or "y" not in var.dims for var in tile.data_vars.values()):
+        return None
+    grid_mapping = _grid_mapping(tile)
+    if grid_mapping is None or grid_mapping not in tile.coords:
+        return None
+    attrs = tile.coords[grid_mapping].attrs
+    if "transform" in tile.attrs or not _unrotated(attrs.get("GeoTransform")):
+        return None
+    wkt = attrs.get("spatial_ref", attrs.get("crs_wkt"))
+    if not isinstance(wkt, str):
+        return None
+    try:
+        crs = CRS.from_user_input(wkt)
+    except CRSError:  # rioxarray then asks pyproj
+        return None
+    left, right = float(x.values[0]), float(x.values[-1])
+    top, bottom = float(y.values[0]), float(y.values[-1])
+    resolution_x, resolution_y = (right - left) / (x.size - 1), (bottom - top) / (y.size - 1)
+    left -= resolution_x / 2.0
+    top -= resolution_y / 2.0
+    return "x", "y", crs, Affine.translation(left, top) * Affine.scale(resolution_x, resolution_y)
+
+
+def _grid_mapping(tile: xr.Dataset) -> str | None:
+    """The grid-mapping name rioxarray uses (default ``spatial_ref``); ``None`` when the variables disagree."""
+    named = tile.encoding.get("grid_mapping", tile.attrs.get("grid_mapping"))
+    if named is not None:
+        return str(named)
+    names = {var.encoding.get("grid_mapping", var.attrs.get("grid_mapping")) for var in tile.data_vars.values()}
+    names.discard(None)
+    if len(names) > 1:
+        return None
+    return str(names.pop()) if names else "spatial_ref"
+
+
+def _unrotated(geotransform: object) -> bool:
+    """Whether a stored ``GeoTransform`` is absent or north-up-like (rioxarray then recalculates it)."""
+    if geotransform is None:
+        return True
+    if not isinstance(geotransform, str):
+        return False
+    try:
+        values = [float(v) for v in geotransform.split()]
+    except ValueError:
+        return False
+    return len(values) == 6 and values[2] == 0 and values[4] == 0
+
+
 class TileView:
     """A validated, read-only view on a DARTS tile (an ``xarray.Dataset`` with rioxarray georeference).
 
@@ -122,31 +225,10 @@ class TileView:
                 f"The tile must be an xarray.Dataset (as DARTS prepare_export returns), got {type(given).__name__}."
             )
         self._tile = tile
-        try:
-            x_dim, y_dim = tile.rio.x_dim, tile.rio.y_dim
-        except Exception as exc:  # rioxarray raises its own MissingSpatialDimensionError
-            raise InvalidTileError(
-                "The tile has no spatial dimensions; name them 'x' and 'y' "
-                "(or set them with tile.rio.set_spatial_dims)."
-            ) from exc
-        crs = tile.rio.crs
-        if crs is None:
-            raise InvalidTileError("The tile has no CRS; set one with tile.rio.write_crs('EPSG:...') before exporting.")
-        if tile.sizes[x_dim] < 1 or tile.sizes[y_dim] < 1:
-            raise InvalidTileError(f"The tile is empty: its size is {dict(tile.sizes)}.")
-        if not (x_dim in tile.coords and y_dim in tile.coords) and not self._has_stored_transform(tile):
-            # rioxarray would silently fall back to the identity transform here.
-            raise InvalidTileError(
-                "The tile has no transform: give it 'x'/'y' coordinates "
-                "or write one with tile.rio.write_transform(...)."
-            )
-        try:
-            transform = tile.rio.transform(recalc=True)
-        except Exception as exc:
-            raise InvalidTileError(
-                "The tile has no usable transform; give it 'x'/'y' coordinates or "
-                "write one with tile.rio.write_transform(...)."
-            ) from exc
+        # The CF grid mapping read directly when it is plain (as DARTS and the debug store write it); the
+        # rest through rioxarray, whose import (with dask) is most of a cold start's first export.
+        georeference = _cf_georeference(tile) or _rioxarray_georeference(tile)
+        x_dim, y_dim, crs, transform = georeference
         if transform.b != 0 or transform.d != 0:
             raise InvalidTileError(f"Rotated or sheared transforms are not supported: {transform!r}.")
         if transform.a == 0 or transform.e == 0:
@@ -160,7 +242,7 @@ class TileView:
         if self._flip_x:
             transform = Affine(-transform.a, 0.0, transform.c + transform.a * width, 0.0, transform.e, transform.f)
         self._dims = (y_dim, x_dim)
-        self.georef = GeoRef(crs=CRS.from_user_input(crs), transform=transform, width=width, height=height)
+        self.georef = GeoRef(crs=crs, transform=transform, width=width, height=height)
         lookalike = self.georef.lookalike_epsg
         if lookalike is not None:
             # GDAL's GeoPackage writer would label it with that code: the files would disagree on the CRS.
@@ -170,11 +252,6 @@ class TileView:
                 f"tile.rio.write_crs('EPSG:{lookalike}'); otherwise give its full definition (datum included) "
                 "or reproject the tile."
             )
-
-    @staticmethod
-    def _has_stored_transform(tile: xr.Dataset) -> bool:
-        grid_mapping = tile.rio.grid_mapping
-        return grid_mapping in tile.coords and "GeoTransform" in tile[grid_mapping].attrs
 
     @property
     def dataset(self) -> xr.Dataset:
