@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,38 @@ def test_media_types_are_pystacs() -> None:
     assert {m.name: m.value for m in MediaType} == {
         ours: pystac.MediaType[theirs].value for ours, theirs in pystac_names.items()
     }
+
+
+# Not needed by an export of the default bands from a stored tile (the handler's first request): rioxarray
+# (with dask) only for tiles whose georeference only it can derive, band rasters and the debug store.
+NOT_ON_THE_EXPORT_PATH = ("rioxarray", "scipy")
+
+# dask is hidden as in a runtime install (it is an optional extra): installed, xarray imports dask.array
+# (and dask imports scipy.sparse) on its own.
+_EXPORT_IN_A_FRESH_PROCESS = """
+import sys
+sys.modules["dask"] = None
+from darts_export import export_tile
+from darts_export.inputs import open_tile
+
+with open_tile(sys.argv[1]) as tile:
+    export_tile(tile, sys.argv[2])
+print(",".join(m for m in {heavy!r} if m in sys.modules))
+with open_tile(sys.argv[1]) as tile:
+    export_tile(tile, sys.argv[3], bands=["optical"])
+"""
+
+
+def test_export_of_a_stored_tile_loads_neither_rioxarray_nor_scipy(tmp_path: Path) -> None:
+    from darts_export import make_synthetic_tile
+    from darts_export.verify import verify
+    from helpers import put_zarr
+
+    put_zarr(make_synthetic_tile(64, seed=1), str(tmp_path / "tile.zarr"), None)
+    code = _EXPORT_IN_A_FRESH_PROCESS.format(heavy=NOT_ON_THE_EXPORT_PATH)
+    out = [str(tmp_path / "tile.zarr"), str(tmp_path / "default"), str(tmp_path / "optical")]
+    done = subprocess.run([sys.executable, "-c", code, *out], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the default export loaded {done.stdout.strip()}"
+    assert verify(tmp_path / "default").ok
+    assert verify(tmp_path / "optical").ok  # band rasters still get rioxarray's .rio accessor when they need it

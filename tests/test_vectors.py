@@ -23,12 +23,13 @@ from geopandas.testing import assert_geodataframe_equal
 from rasterio.crs import CRS
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
 from darts_export import export_tile
 from darts_export.encoders import OBJECT_COLUMNS, object_frame
 from darts_export.errors import InvalidTileError
-from darts_export.formats.polygons import EXTENT_COLUMNS, polygonize_extent, polygonize_objects
+from darts_export.formats.polygons import EXTENT_COLUMNS, _components, _Runs, polygonize_extent, polygonize_objects
 from darts_export.formats.vector_files import GPKG_TIMESTAMP, encode_geoparquet, write_geopackage
 from darts_export.tile import GeoRef
 from helpers import SCHEMAS, expected_percent
@@ -189,6 +190,32 @@ def test_objects_match_labelling_on_a_dense_random_mask() -> None:
     mask = np.random.default_rng(1).random((90, 110)) < 0.3
     geo = georef(*mask.shape)
     assert_regions_match_labels(object_frame(mask, geo, None), mask, geo)
+
+
+@pytest.mark.parametrize(
+    ("shape", "density"),
+    [((0, 7), 0.5), ((1, 1), 1.0), ((1, 300), 0.6), ((300, 1), 0.6), ((57, 83), 0.0), ((57, 83), 1.0)]
+    + [((120, 97), d) for d in (0.05, 0.3, 0.45, 0.6, 0.9)],
+)
+def test_labels_are_scipys(shape: tuple[int, int], density: float) -> None:
+    # The labelling replaced scipy.ndimage.label (whose import was a quarter of a cold export's imports).
+    mask = np.random.default_rng(round(density * 100)).random(shape) < density
+    expected, count = ndimage.label(mask, structure=EIGHT)
+    runs = _Runs.of(mask)
+    labels, found = runs.components()
+    assert found == count
+    assert np.array_equal(runs.paint(mask.shape, labels + 1, np.int32), expected)
+
+
+@pytest.mark.parametrize("edges", [0, 1, 40, 300, 3000])
+def test_components_are_scipys(edges: int) -> None:
+    rng = np.random.default_rng(edges)
+    left, right = rng.integers(0, 500, edges), rng.integers(0, 500, edges)
+    graph = sparse.coo_array((np.ones(edges), (left, right)), shape=(500, 500))
+    count, expected = csgraph.connected_components(graph, directed=False)
+    labels, found = _components(500, left, right)
+    assert found == count
+    assert np.array_equal(labels, expected)
 
 
 def test_object_crossing_cells_diagonally_is_one_row() -> None:

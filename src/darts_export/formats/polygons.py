@@ -35,8 +35,6 @@ import numpy as np
 import pyproj
 import shapely
 from affine import Affine
-from scipy import ndimage, sparse
-from scipy.sparse import csgraph
 from shapely.geometry.base import BaseGeometry
 
 from darts_export.errors import InvalidTileError
@@ -54,7 +52,6 @@ logger = logging.getLogger(__name__)
 EXTENT_COLUMNS: Final = ("Region_ID", "geometry")
 """Columns of :func:`polygonize_extent`, in order."""
 
-_EIGHT: Final = np.ones((3, 3), dtype=bool)
 _OBJECT_CELL: Final = 32
 """Side of the coarse cells used to find object windows."""
 _EXTENT_BLOCK: Final = 128
@@ -187,15 +184,25 @@ def _object_windows(mask: NDArray[np.bool_]) -> Iterator[tuple[slice, slice, NDA
     in the same or in touching cells, so an object never spans two groups.
     """
     cell = _OBJECT_CELL
-    groups, _ = ndimage.label(_block_counts(mask, cell) > 0, structure=_EIGHT)
+    occupied = _block_counts(mask, cell) > 0
+    runs = _Runs.of(occupied)
+    group, count = runs.components()
+    groups = runs.paint(occupied.shape, group + 1, np.int32)
+    top = runs.row[np.unique(group, return_index=True)[1]]  # a group's first run is on its top row
+    bottom, left, right = np.zeros(count, np.intp), np.full(count, occupied.shape[1], np.intp), np.zeros(count, np.intp)
+    np.maximum.at(bottom, group, runs.row + 1)
+    np.minimum.at(left, group, runs.first)
+    np.maximum.at(right, group, runs.end)
     height, width = mask.shape
-    for group, (cell_rows, cell_cols) in enumerate(ndimage.find_objects(groups), start=1):
-        rows = slice(cell_rows.start * cell, min(cell_rows.stop * cell, height))
-        cols = slice(cell_cols.start * cell, min(cell_cols.stop * cell, width))
+    boxes = zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), strict=True)
+    for group_id, (cell_top, cell_bottom, cell_left, cell_right) in enumerate(boxes, start=1):
+        cell_rows, cell_cols = slice(cell_top, cell_bottom), slice(cell_left, cell_right)
+        rows = slice(cell_top * cell, min(cell_bottom * cell, height))
+        cols = slice(cell_left * cell, min(cell_right * cell, width))
         window = mask[rows, cols]
         cells = groups[cell_rows, cell_cols]
-        if np.any((cells != group) & (cells != 0)):  # the bounding box reaches into another group
-            inside = np.repeat(np.repeat(cells == group, cell, axis=0), cell, axis=1)
+        if np.any((cells != group_id) & (cells != 0)):  # the bounding box reaches into another group
+            inside = np.repeat(np.repeat(cells == group_id, cell, axis=0), cell, axis=1)
             window = window & inside[: window.shape[0], : window.shape[1]]
         yield rows, cols, window
 
@@ -212,33 +219,45 @@ class _Objects:
 
 
 def _trace_objects(mask: NDArray[np.bool_]) -> _Objects:
-    """Label (8-connected) every object of ``mask`` inside its window, then trace all windows in one call."""
+    """Label (8-connected) every object of ``mask`` inside its window, then trace all windows in one call.
+
+    Objects are numbered window by window, and in each window in raster order of their first pixel;
+    their pixels are listed in the same order, each window's in raster order.
+    """
     windows = list(_object_windows(mask))
+    if not windows:
+        empty = np.empty(0, dtype=np.int64)
+        return _Objects(
+            count=0, polygons=_object_array([]), owners=empty, pixels=empty.astype(np.intp), pixel_owner=empty
+        )
     canvas, corners = _packed_canvas([window.shape for _, _, window in windows])
-    pixels: list[NDArray[np.intp]] = [np.empty(0, dtype=np.intp)]
-    pixel_owner: list[NDArray[np.int64]] = [np.empty(0, dtype=np.int64)]
-    shifts: list[NDArray[np.int64]] = [np.empty((0, 2), dtype=np.int64)]
-    width = mask.shape[1]
-    count = 0
-    for (rows, cols, window), (top, left) in zip(windows, corners.tolist(), strict=True):
-        labels, found = ndimage.label(window, structure=_EIGHT)
-        inside = np.flatnonzero(labels)
-        owner = labels.ravel()[inside] + np.int64(count - 1)
-        row, col = np.divmod(inside, window.shape[1])
-        pixels.append((row + rows.start) * width + (col + cols.start))
-        pixel_owner.append(owner)
-        placed = canvas[top : top + window.shape[0], left : left + window.shape[1]]
-        placed[labels > 0] = owner + 1  # the canvas holds each object's (1-based) global id
-        shifts.append(np.tile(np.array([cols.start - left, rows.start - top], dtype=np.int64), (found, 1)))
-        count += found
-    polygons, values = _trace(canvas, mask=canvas > 0) if count else ([], [])
+    for index, ((_, _, window), (top, left)) in enumerate(zip(windows, corners.tolist(), strict=True), start=1):
+        canvas[top : top + window.shape[0], left : left + window.shape[1]][window] = index
+    # Windows are a pixel apart on the canvas: one labelling of the canvas labels every window at once.
+    runs = _Runs.of(canvas > 0)
+    label, count = runs.components()  # in the canvas's raster order
+    window_of_run = canvas.reshape(-1)[runs.row * canvas.shape[1] + runs.first].astype(np.intp) - 1
+    window_of = window_of_run[np.unique(label, return_index=True)[1]]
+    by_window = np.lexsort((np.arange(count), window_of))  # a window's objects keep their raster order
+    number = np.empty(count, dtype=np.int64)
+    number[by_window] = np.arange(count, dtype=np.int64)
+    canvas[...] = 0
+    canvas.reshape(-1)[runs.pixels(canvas.shape[1])] = np.repeat(number[label] + 1, runs.length)
+    origins = np.array([(rows.start, cols.start) for rows, cols, _ in windows], dtype=np.int64)
+    offsets = origins - corners  # tile (row, column) minus canvas (row, column), per window
+    in_tile = np.argsort(window_of_run, kind="stable")  # window by window, each in raster order
+    tile_row = runs.row[in_tile] + offsets[window_of_run[in_tile], 0]
+    tile_first = runs.first[in_tile] + offsets[window_of_run[in_tile], 1]
+    tile_runs = _Runs(row=tile_row, first=tile_first, end=tile_first + runs.length[in_tile])
+    polygons, values = _trace(canvas, mask=canvas > 0)
     owners = np.asarray(values, dtype=np.int64) - 1
+    shifts = offsets[window_of[by_window]][:, ::-1]  # (column, row) per object number
     return _Objects(
         count=count,
-        polygons=_shifted(_object_array(polygons), np.concatenate(shifts)[owners]),
+        polygons=_shifted(_object_array(polygons), shifts[owners]),
         owners=owners,
-        pixels=np.concatenate(pixels).astype(np.intp, copy=False),
-        pixel_owner=np.concatenate(pixel_owner),
+        pixels=tile_runs.pixels(mask.shape[1]),
+        pixel_owner=np.repeat(number[label][in_tile], tile_runs.length),
     )
 
 
@@ -304,6 +323,88 @@ def _shifted(polygons: NDArray[np.object_], shifts: NDArray[np.int64]) -> NDArra
     return np.asarray(shapely.set_coordinates(polygons, xy + shifts[owner]), dtype=object)
 
 
+# --- labelling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Runs:
+    """Horizontal runs of set pixels in raster order: each run's row, first column and end column (exclusive)."""
+
+    row: NDArray[np.intp]
+    first: NDArray[np.intp]
+    end: NDArray[np.intp]
+
+    @classmethod
+    def of(cls, mask: NDArray[np.bool_]) -> _Runs:
+        """The runs of ``mask``."""
+        height, width = mask.shape
+        framed = np.zeros((height, width + 1), dtype=np.bool_)  # a clear column ends each row's last run
+        framed[:, :width] = mask
+        flat = framed.reshape(-1)
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        if flat.size and flat[0]:
+            edges = np.concatenate((np.zeros(1, dtype=edges.dtype), edges))
+        row, first = np.divmod(edges[0::2], width + 1)
+        return cls(row=row, first=first, end=first + (edges[1::2] - edges[0::2]))
+
+    @property
+    def length(self) -> NDArray[np.intp]:
+        """Pixels per run."""
+        return self.end - self.first
+
+    def pixels(self, width: int) -> NDArray[np.intp]:
+        """Flat (row-major) index of every pixel of the runs in an image ``width`` wide, run by run."""
+        length = self.length
+        starts = self.row * width + self.first
+        before = np.cumsum(length) - length
+        return np.repeat(starts - before, length) + np.arange(int(length.sum()), dtype=np.intp)
+
+    def paint(self, shape: tuple[int, int], values: NDArray[Any], dtype: type[np.integer[Any]]) -> NDArray[Any]:
+        """An image of ``shape`` with each run's pixels set to its value, zero elsewhere."""
+        image = np.zeros(shape, dtype=dtype)
+        image.reshape(-1)[self.pixels(shape[1])] = np.repeat(values, self.length)
+        return image
+
+    def components(self) -> tuple[NDArray[np.intp], int]:
+        """The 8-connected region of each run, numbered in raster order of the regions' first pixels.
+
+        Regions and numbering are those of ``scipy.ndimage.label`` with a 3 × 3 structure.
+        """
+        width = int(self.end.max(initial=0)) + 2  # row stride of the positions below; wider than any row
+        start, stop = self.row * width + self.first, self.row * width + self.end
+        # Run j of the next row touches run i (corners included) when j.first <= i.end and j.end >= i.first.
+        low = np.searchsorted(stop, start + width, side="left")
+        high = np.searchsorted(start, stop + width, side="right")
+        touching = np.maximum(high - low, 0)
+        left = np.repeat(np.arange(start.size, dtype=np.intp), touching)
+        step = np.arange(int(touching.sum()), dtype=np.intp) - np.repeat(np.cumsum(touching) - touching, touching)
+        return _components(start.size, left, np.repeat(low, touching) + step)
+
+
+def _components(count: int, left: NDArray[np.intp], right: NDArray[np.intp]) -> tuple[NDArray[np.intp], int]:
+    """The connected component of each of ``count`` nodes joined by edges ``left[i]``-``right[i]``, and their number.
+
+    Components are numbered from 0 in the order of their smallest node (as
+    ``scipy.sparse.csgraph.connected_components`` numbers them). Roots are hooked under the smaller
+    root of each edge, then every node jumps to its root, until no edge joins two roots.
+    """
+    root = np.arange(count, dtype=np.intp)
+    while True:
+        a, b = root[left], root[right]
+        apart = a != b
+        if not apart.any():
+            break
+        a, b = a[apart], b[apart]
+        np.minimum.at(root, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            up = root[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+    roots, component = np.unique(root, return_inverse=True)
+    return component.astype(np.intp, copy=False), int(roots.size)
+
+
 # --- geometry -------------------------------------------------------------------------
 
 
@@ -340,9 +441,7 @@ def _touching_groups(parts: NDArray[np.object_]) -> NDArray[np.int64]:
     if parts.size == 0:
         return np.empty(0, dtype=np.int64)
     left, right = shapely.STRtree(parts).query(parts, predicate="intersects")
-    graph = sparse.coo_array((np.ones(left.size, dtype=np.int8), (left, right)), shape=(parts.size, parts.size))
-    _, groups = csgraph.connected_components(graph, directed=False)
-    return np.asarray(groups, dtype=np.int64)
+    return _components(parts.size, left, right)[0].astype(np.int64)
 
 
 def _raster_order(geometries: NDArray[np.object_]) -> NDArray[np.intp]:
