@@ -9,11 +9,14 @@ opens (as the CLI opens it).
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,6 +70,7 @@ def handler(event: object, context: object = None) -> list[dict[str, Any]]:
     """
     config = HandlerConfig.from_environ(os.environ)
     requests = parse_event(event, config)
+    _load_export_path(requests)
     logger.info("request %s: %d export(s)", getattr(context, "aws_request_id", "-"), len(requests))
     summaries = [run_request(request, config) for request in requests]
     for summary in summaries:
@@ -74,6 +78,43 @@ def handler(event: object, context: object = None) -> list[dict[str, Any]]:
     if any(s.status == "failed" for s in summaries):
         raise ExportFailedError(summaries)
     return [s.to_dict() for s in summaries]
+
+
+_loaded = False
+
+
+def _load_export_path(requests: Sequence[ExportRequest]) -> None:
+    """Import what the requests' exports need, once per process, with the cyclic GC paused; then freeze it.
+
+    Importing the array, GDAL and S3 libraries allocates hundreds of thousands of long-lived objects,
+    and every few hundred allocations the GC would scan them again (bench/results/cold-start.md).
+    Frozen, later collections in this long-lived process skip them. Only imports happen here: a
+    missing filesystem implementation is reported by the export itself, with its own message.
+    """
+    global _loaded
+    if _loaded:
+        return
+    import fsspec
+    from fsspec.utils import get_protocol
+
+    from darts_export.inputs import input_format
+
+    modules = ["darts_export.export", "darts_export.inputs", "darts_export.verify", "darts_export.metadata"]
+    if any(input_format(r.input) == "zarr" for r in requests):
+        modules += ["xarray.backends.zarr", "zarr"]
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        for module in modules:
+            importlib.import_module(module)
+        for url in {u for r in requests for u in (r.input, r.output)}:
+            with contextlib.suppress(ImportError, ValueError):
+                fsspec.get_filesystem_class(get_protocol(url))
+    finally:
+        if paused:
+            gc.enable()
+    gc.freeze()
+    _loaded = True
 
 
 def run_request(request: ExportRequest, config: HandlerConfig) -> ExportSummary:
