@@ -44,6 +44,8 @@ PublishEvent = Literal["publishing", "published"]
 RELEASE_WAIT_AFTER_FAILURE = 2.0
 """Seconds a failed export waits for its lease to be removed before it raises (the target may be down)."""
 
+_WATCH_SECONDS = 0.05  # how often a folder still being written is looked at for new files
+
 PUBLISH_WORKERS = 8
 """Objects published at once: an object store answers each request after 10-50 ms, so latency bounds one stream."""
 
@@ -70,6 +72,7 @@ class Publisher:
         self._futures: list[Future[Any]] = []
         self._lock = threading.Lock()
         self._failure: BaseException | None = None
+        self._closing = threading.Event()
 
     def publish(
         self, rel: str, data: bytes | Path, *, consume: bool = False, report: bool = True
@@ -85,12 +88,30 @@ class Publisher:
         future.add_done_callback(self._settled)
         return future
 
-    def publish_tree(self, rel: str, folder: Path, *, consume: bool = False) -> Future[StoredObject]:
+    def publish_tree(
+        self,
+        rel: str,
+        folder: Path,
+        *,
+        consume: bool = False,
+        writing: Future[Any] | None = None,
+        final: Callable[[Path], bool] | None = None,
+    ) -> Future[StoredObject]:
         """Replace the directory ``rel`` by the files under ``folder``, object by object.
 
         The old objects are removed (and confirmed gone) first, so no stale chunk survives; that
         and the listing of ``folder`` happen on an upload thread. The returned future holds the
         directory's :func:`~darts_export.storage.tree_object`.
+
+        Args:
+            rel: The directory's path at the target.
+            folder: The local folder whose files are published.
+            consume: Delete each file once it is stored.
+            writing: The future of a writer still filling ``folder``: while it runs, the files for
+                which ``final`` is true are published as they appear (the writer must create each
+                whole, e.g. by renaming it into place, and never change it again); the rest once
+                it is done. Its failure fails the tree.
+            final: See ``writing``; by default no file is published before the writer is done.
         """
         tree: Future[StoredObject] = Future()
 
@@ -99,32 +120,25 @@ class Publisher:
             if self.progress is not None:
                 self.progress("publishing", rel)
             self.sink.remove(rel, recursive=True)
-            files = sorted(p for p in folder.rglob("*") if p.is_file())
-            parts = [
-                self.publish(f"{rel}/{f.relative_to(folder).as_posix()}", f, consume=consume, report=False)
-                for f in files
-            ]
-            remaining = [len(parts)]
-            lock = threading.Lock()
+            parts: dict[Path, Future[StoredObject]] = {}
 
-            def settle(_: Future[StoredObject]) -> None:
-                with lock:
-                    remaining[0] -= 1
-                    if remaining[0] > 0:
-                        return
-                failed = [p for p in parts if p.cancelled() or p.exception() is not None]
-                if failed:
-                    exc = next((p.exception() for p in failed if not p.cancelled()), None)
-                    tree.set_exception(exc or RuntimeError(f"publishing {rel} was cancelled"))
-                    return
-                tree.set_result(tree_object(rel, (p.result() for p in parts)))
-                if self.progress is not None:
-                    self.progress("published", rel)
+            def publish_new(ready_file: Callable[[Path], bool]) -> None:
+                found = sorted(p for p in folder.rglob("*") if p not in parts and ready_file(p) and p.is_file())
+                for f in found:
+                    name = f"{rel}/{f.relative_to(folder).as_posix()}"
+                    parts[f] = self.publish(name, f, consume=consume, report=False)
 
-            if not parts:
-                tree.set_result(tree_object(rel, ()))
-            for part in parts:
-                part.add_done_callback(settle)
+            while writing is not None and not writing.done():
+                self.raise_if_failed()
+                if self._closing.is_set():
+                    raise RuntimeError(f"publishing {rel} was cancelled")
+                if final is not None:
+                    publish_new(final)
+                wait_futures([writing], timeout=_WATCH_SECONDS)
+            if writing is not None:
+                writing.result()  # a failed writer fails the tree
+            publish_new(lambda _: True)
+            self._settle_tree(rel, tree, list(parts.values()))
 
         def started(future: Future[None]) -> None:
             if future.cancelled():
@@ -134,6 +148,30 @@ class Publisher:
 
         self._submit(start).add_done_callback(started)
         return tree
+
+    def _settle_tree(self, rel: str, tree: Future[StoredObject], parts: list[Future[StoredObject]]) -> None:
+        """Give ``tree`` the tree object of ``parts`` once all are stored, or the first failure."""
+        remaining = [len(parts)]
+        lock = threading.Lock()
+
+        def settle(_: Future[StoredObject]) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] > 0:
+                    return
+            failed = [p for p in parts if p.cancelled() or p.exception() is not None]
+            if failed:
+                exc = next((p.exception() for p in failed if not p.cancelled()), None)
+                tree.set_exception(exc or RuntimeError(f"publishing {rel} was cancelled"))
+                return
+            tree.set_result(tree_object(rel, (p.result() for p in parts)))
+            if self.progress is not None:
+                self.progress("published", rel)
+
+        if not parts:
+            tree.set_result(tree_object(rel, ()))
+        for part in parts:
+            part.add_done_callback(settle)
 
     def _wait_ready(self) -> None:
         if self._ready is not None:
@@ -184,6 +222,7 @@ class Publisher:
 
     def close(self) -> None:
         """Cancel what is still queued and wait for the uploads in flight (each ends within its retry budget)."""
+        self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -240,6 +240,10 @@ class _Job:
             stores: dict[Future[Any], PlannedProduct] = {
                 encoders.submit(self._encode_store, p, staging / p.outputs[0].path): p for p in debug
             }
+            for store, product in stores.items():  # its chunks go up while the rest is still written
+                rel = product.outputs[0].path
+                upload = tx.publisher.publish_tree(rel, staging / rel, consume=True, writing=store, final=_written_once)
+                uploads.append((product.outputs[0], product, upload, "directory"))
             footprint_future = encoders.submit(footprint, self.view)  # for the item; queued last
             try:
                 for future in as_completed([tx.ready, *encoded, *stores]):
@@ -248,10 +252,7 @@ class _Job:
                         continue
                     tx.publisher.raise_if_failed()  # fail fast: an upload failed for good
                     if future in stores:
-                        product = stores[future]
-                        folder = cast("Path", future.result())
-                        upload = tx.publisher.publish_tree(product.outputs[0].path, folder, consume=True)
-                        uploads.append((product.outputs[0], product, upload, "directory"))
+                        future.result()  # its objects are on their way already
                         continue
                     result = cast("Encoded", future.result())
                     raster_bands.update(result.raster_bands)
@@ -344,6 +345,15 @@ class _Job:
 
         self._report("encoding", product.outputs[0].path)
         return write_debug_store(self.view.dataset, folder)
+
+
+def _written_once(path: Path) -> bool:
+    """Whether a file of the debug store is final while the store is still written.
+
+    Zarr renames each object into place whole (``*.partial`` until then) and writes each chunk
+    once; its ``zarr.json`` files are rewritten until the store is done (consolidation).
+    """
+    return path.name != "zarr.json" and not path.name.endswith(".partial")
 
 
 _ENCODER_THREADS = 2
