@@ -146,6 +146,19 @@ def _merged(defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str
     return out
 
 
+@contextlib.contextmanager
+def _described_meanwhile(rel: str, view: memoryview) -> Iterator[Callable[[], StoredObject]]:
+    """Size and checksum of ``view``; a large one is hashed on a second thread while the caller writes it.
+
+    hashlib releases the GIL, so the SHA-256 of a 31 MB COG (0.03 s) leaves the upload's tail.
+    """
+    if view.nbytes < MULTIPART_THRESHOLD:
+        yield lambda: describe_bytes(rel, view)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="darts-hash") as hasher:
+        yield hasher.submit(describe_bytes, rel, view).result
+
+
 class Storage:
     """Publishes artifacts under one root on one fsspec filesystem, atomically, with checksums.
 
@@ -276,21 +289,22 @@ class Storage:
             ArtifactExistsError: ``exclusive`` and another writer's object is already there.
         """
         view = memoryview(data).cast("B")
-        stored = describe_bytes(rel, view)
         target = self.path(rel)
         started = time.perf_counter()
-        try:
-            with self._translated(f"upload {rel}", exclusive=exclusive):
-                if self.is_local:
-                    self._write_local(target, lambda fh: fh.write(view), exclusive=exclusive)
-                else:
-                    body = data if isinstance(data, bytes) else bytes(view)
-                    mode = "create" if exclusive else "overwrite"
-                    self.fs.pipe_file(target, body, mode=mode, **self._multipart)
-        except ArtifactExistsError:
-            # A retried conditional PUT whose first answer was lost finds its own object: that is success.
-            if self.read_optional(rel) != bytes(view):
-                raise
+        with _described_meanwhile(rel, view) as described:
+            try:
+                with self._translated(f"upload {rel}", exclusive=exclusive):
+                    if self.is_local:
+                        self._write_local(target, lambda fh: fh.write(view), exclusive=exclusive)
+                    else:
+                        body = data if isinstance(data, bytes) else bytes(view)
+                        mode = "create" if exclusive else "overwrite"
+                        self.fs.pipe_file(target, body, mode=mode, **self._multipart)
+            except ArtifactExistsError:
+                # A retried conditional PUT whose first answer was lost finds its own object: that is success.
+                if self.read_optional(rel) != bytes(view):
+                    raise
+            stored = described()
         logger.debug("published %s (%d bytes) in %.3f s", rel, stored.size, time.perf_counter() - started)
         return stored
 
