@@ -13,8 +13,9 @@ this process's user + system time, all threads; peak is the RSS above the tile):
   loopback, ``bench/_moto.py``: moto with cheaper ETags, since its CPU is taken from the same
   cores as the export's), and to S3 through a shaping proxy (``bench/_proxy.py``, its own process)
   that adds ``--latencies`` ms per request and caps each connection at ``--bandwidth-mb`` MB/s; the
-  proxy at 0 ms separates the proxy's own cost from the latency. Uploads are not payload-signed, as
-  over https. Each also with ``debug=True`` (the Zarr debug store);
+  proxy at 0 ms separates the proxy's own cost from the latency. The targets take turns (one run
+  of each, ``--repeat`` times), so the load's drift does not skew their ratios. Uploads are not
+  payload-signed, as over https. Each also with ``debug=True`` (the Zarr debug store);
 * **lazy S3 input**: the debug store written to S3 is opened with ``open_tile`` (as the handler
   and ``darts-export export`` do) and exported to a local folder, beside the export of the same
   tile from memory and the time to read the bytes of the variables it needs alone (every object
@@ -103,24 +104,47 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class _Spec:
+    target: str
+    what: str
+    fn: Callable[[], int]
+    proxy: ProxyClient | None = None
+    runs: list[tuple[float, float, float, int, int]] = field(default_factory=list)
+
+    def once(self) -> None:
+        """Run once; record wall, CPU, peak, bytes and requests at the proxy."""
+        if self.proxy is not None:
+            self.proxy.reset()
+        cpu0, t0 = _cpu(), time.perf_counter()
+        with PeakRss() as sampler:
+            size = self.fn()
+        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        self.runs.append((wall, cpu, sampler.extra_mib, size, len(self.proxy.log()) if self.proxy else 0))
+
+    def measurement(self) -> Measurement:
+        walls = [r[0] for r in self.runs]
+        cpu = statistics.median(r[1] for r in self.runs)
+        last = self.runs[-1]
+        peak = max(r[2] for r in self.runs)
+        return Measurement(self.target, self.what, statistics.median(walls), cpu, peak, last[3], walls, last[4])
+
+
 def measure(
     target: str, what: str, fn: Callable[[], int], repeat: int, proxy: ProxyClient | None = None
 ) -> Measurement:
-    walls, cpus, peaks, size, requests = [], [], [], 0, 0
+    spec = _Spec(target, what, fn, proxy)
     for _ in range(repeat):
-        if proxy is not None:
-            proxy.reset()
-        cpu0, t0 = _cpu(), time.perf_counter()
-        with PeakRss() as sampler:
-            size = fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(_cpu() - cpu0)
-        peaks.append(sampler.extra_mib)
-        if proxy is not None:
-            requests = len(proxy.log())
-    return Measurement(
-        target, what, statistics.median(walls), statistics.median(cpus), max(peaks), size, walls, requests
-    )
+        spec.once()
+    return spec.measurement()
+
+
+def measure_round_robin(specs: list[_Spec], repeat: int) -> list[Measurement]:
+    """Each spec ``repeat`` times, taking turns, so that every target sees the same drift of the load."""
+    for _ in range(repeat):
+        for spec in specs:
+            spec.once()
+    return [spec.measurement() for spec in specs]
 
 
 def load() -> float:
@@ -307,20 +331,32 @@ def run_size(args: argparse.Namespace, size: int, endpoint: str, stack: ExitStac
         for lat, shaped in proxies.items():
             targets.append((f"s3 {lat:g} ms", f"s3://{bucket}/lat{lat:g}", s3_options(shaped.url), shaped))
         artifacts: dict[str, int] = {}
+
+        def exporter(out: str, opts: dict[str, Any] | None, debug: bool, name: str) -> Callable[[], int]:
+            def run() -> int:
+                manifest = export_tile(
+                    tile, out, metadata={"tile_id": f"bench-{size}"}, debug=debug, storage_options=opts
+                )
+                if name == "local" and not debug:
+                    artifacts.update({a.path: a.size for a in manifest.artifacts})
+                return manifest.total_size
+
+            return run
+
+        # The default exports take turns (the ratios between targets are what the goals are about).
+        specs = [_Spec(name, "default", exporter(out, opts, False, name), proxy) for name, out, opts, proxy in targets]
+        rows = {(m.target, m.what): m for m in measure_round_robin(specs, repeat)}
         for name, out, opts, proxy in targets:
-            for debug in (False, True) if not args.no_debug else (False,):
-
-                def run(out: str = out, opts: Any = opts, debug: bool = debug, name: str = name) -> int:
-                    manifest = export_tile(
-                        tile, out, metadata={"tile_id": f"bench-{size}"}, debug=debug, storage_options=opts
-                    )
-                    if name == "local" and not debug:
-                        artifacts.update({a.path: a.size for a in manifest.artifacts})
-                    return manifest.total_size
-
-                what = "default + debug" if debug else "default"
-                results.append(measure(name, what, run, args.debug_repeat if debug else repeat, proxy))
+            if not args.no_debug:
+                run = exporter(out, opts, True, name)
+                rows[(name, "default + debug")] = measure(name, "default + debug", run, args.debug_repeat, proxy)
             remove(out, opts)  # a full tile's debug store is GBs: the S3 server holds it in memory
+        results += [
+            rows[(name, what)]
+            for name, *_ in targets
+            for what in ("default", "default + debug")
+            if (name, what) in rows
+        ]
         if args.products:
             for band in DEFAULT_BANDS:
 
