@@ -1,24 +1,35 @@
 """Measure COG codecs on the realistic probabilities and binarized rasters of a synthetic tile.
 
     python bench/bench_cog.py --size 10980 --repeat 3 [--json results/cog.json]
+    python bench/bench_cog.py --size 10980 --compare     # encode_cog against GDAL alone
 
-For each codec/predictor/level it reports the median wall seconds of encoding (GDAL COG
-driver, 512 tiles, internal overviews, all cores) and the bytes written, next to the
-original's choice (plain LZW strips without overviews, via the GTiff driver).
+For each codec/predictor/level it reports the median wall seconds of encoding (``encode_cog``:
+512 tiles, internal overviews, one thread) and the bytes written, next to the original's
+choice (plain LZW strips without overviews, via the GTiff driver).
+
+``--compare`` measures only the export's codec of each raster, ``encode_cog`` beside GDAL alone
+(a MEM copy of the array, the COG driver building the overviews itself), with CPU seconds and
+peak memory, and checks that both wrote the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.shutil
 from rasterio.io import MemoryFile
 
-from darts_export.formats.cog import CogOptions, encode_cog
+from _memory import PeakRss
+from darts_export.formats.cog import CogOptions, Resampling, encode_cog
 from darts_export.formats.rasters import probabilities_to_percent
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.tile import TileView
@@ -67,22 +78,82 @@ def median_time(fn, repeat: int) -> tuple[float, bytes]:  # type: ignore[no-unty
     return statistics.median(times), out
 
 
+def gdal_alone(array: np.ndarray, view: TileView, nodata: int, resampling: Resampling, options: CogOptions) -> bytes:
+    """GDAL by itself: a MEM copy of ``array``, its statistics, the COG driver building the overviews."""
+    g = view.georef
+    profile = {"driver": "MEM", "width": g.width, "height": g.height, "count": 1, "dtype": array.dtype.name}
+    with rasterio.open("", "w", crs=g.crs, transform=g.transform, nodata=nodata, **profile) as mem:
+        mem.write(array, 1)
+        mem.stats(approx=False)
+        with MemoryFile(ext=".tif") as out:
+            rasterio.shutil.copy(mem, out.name, driver="COG", **options.creation_options(array.dtype, resampling))
+            return bytes(out.read())
+
+
+def measured(fn: Callable[[], bytes], repeat: int) -> tuple[dict[str, float], bytes]:
+    """Median wall and CPU seconds and the largest peak RSS (MiB above the start) of ``fn``; its last output."""
+    walls, cpus, peaks, out = [], [], [], b""
+    for _ in range(repeat):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0, t0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
+        with PeakRss() as peak:
+            out = fn()
+        walls.append(time.perf_counter() - t0)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpus.append(usage.ru_utime + usage.ru_stime - cpu0)
+        peaks.append(peak.extra_mib)
+    return {"seconds": statistics.median(walls), "cpu": statistics.median(cpus), "peak_mib": max(peaks)}, out
+
+
+def compare(
+    rasters: dict[str, tuple[np.ndarray, int, Resampling]], view: TileView, repeat: int
+) -> list[dict[str, object]]:
+    """encode_cog against GDAL alone with the export's codec of each raster: wall, CPU, peak, bytes."""
+    codecs = {"probabilities": CogOptions(level=3), "binarized": CogOptions(level=3, predictor=False)}
+    results: list[dict[str, object]] = []
+    for name, (array, nodata, resampling) in rasters.items():
+        options = codecs[name]
+        alone, reference = measured(partial(gdal_alone, array, view, nodata, resampling, options), repeat)
+        ours, data = measured(partial(_encode, array, view, nodata, resampling, options), repeat)
+        for how, row, out in (("GDAL alone", alone, reference), ("encode_cog", ours, data)):
+            results.append({"raster": name, "how": how, **row, "bytes": len(out), "same_bytes": data == reference})
+            print(
+                f"{name:<14} {how:<12} wall {row['seconds']:6.2f} s  CPU {row['cpu']:5.2f} s  "
+                f"peak+ {row['peak_mib']:5.0f} MiB  {len(out) / 1e6:8.3f} MB  same bytes: {data == reference}"
+            )
+    return results
+
+
+def _encode(array: np.ndarray, view: TileView, nodata: int, resampling: Resampling, options: CogOptions) -> bytes:
+    return encode_cog([array], view.georef, nodata=nodata, resampling=resampling, options=options).data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--compare", action="store_true", help="only encode_cog against GDAL alone")
     args = parser.parse_args()
 
     view = TileView(make_synthetic_tile(args.size, seed=0, with_inputs=False))
-    rasters = {
+    binarized = np.where(np.greater(view.array("extent"), 0), view.array("binarized_segmentation"), 255).astype(
+        np.uint8
+    )
+    rasters: dict[str, tuple[np.ndarray, int, Resampling]] = {  # the contents of probabilities.tif, binarized.tif
         "probabilities": (
             probabilities_to_percent(np.asarray(view.array("probabilities"), dtype=np.float32)),
             255,
             "AVERAGE",
         ),
-        "binarized": (view.array("binarized_segmentation").astype(np.uint8), 255, "NEAREST"),
+        "binarized": (binarized, 255, "NEAREST"),
     }
+    if args.compare:
+        print(f"size {args.size}x{args.size}, median of {args.repeat}")
+        compared = compare(rasters, view, args.repeat)
+        if args.json:
+            args.json.write_text(json.dumps({"size": args.size, "repeat": args.repeat, "results": compared}, indent=2))
+        return
     results = []
     print(f"size {args.size}x{args.size}, median of {args.repeat}")
     print(f"{'raster':<14} {'codec':<20} {'seconds':>8} {'MB':>8}")
