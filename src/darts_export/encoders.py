@@ -209,8 +209,19 @@ def object_frame(
     return frame
 
 
+def _bool_view(mask: NDArray[Any]) -> NDArray[Any]:
+    """A byte mask (checked to hold only 0 and 1 before encoding) as booleans without a copy; others unchanged.
+
+    The polygon tracing takes ``mask != 0`` of anything but booleans: a full-size copy.
+    """
+    if mask.dtype in (np.uint8, np.int8):
+        view: NDArray[np.bool_] = mask.view(np.bool_)
+        return view
+    return mask
+
+
 def _encode_vector(product: PlannedProduct, ctx: EncodeContext) -> tuple[tuple[OutputFile, bytes | Path], ...]:
-    mask = ctx.view.array(product.required[0])  # non-zero is set; polygonize_* read it as such
+    mask = _bool_view(ctx.view.array(product.required[0]))  # non-zero is set; polygonize_* read it as such
     if product.product == Product.EXTENT:
         frame = polygonize_extent(mask, ctx.view.georef)
     else:
