@@ -25,7 +25,9 @@ this process's user + system time, all threads; peak is the RSS above the tile):
 
 And once per run, the **cold start**: ``import darts_export`` (``-X importtime``, and the wall
 time of the interpreter), ``darts-export --help``, and the cloud handler's first invocation of a
-1024² tile in a new process against a second one (``bench/_cold.py``).
+1024² tile in a new process against a second one (``bench/_cold.py``; wall and CPU seconds), in
+this environment and as a runtime install sees it (the packages outside the core dependencies
+hidden: installed, libraries import them on their own, e.g. xarray imports dask.array).
 
 Results: ``<out>/bench-<size>.json`` and ``.md``, ``<out>/cold-start.json`` and ``.md``; the
 tables are also printed. The machine's load average is recorded with every result.
