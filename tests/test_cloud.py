@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +200,25 @@ def test_too_little_tmp_space_fails_before_writing(
     assert "10 MiB free" in summary["reason"]
     assert "1 GeoPackage" in summary["reason"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_first_request_loads_the_export_path_and_leaves_the_gc_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    from darts_export.cloud import entry
+
+    monkeypatch.setattr(entry, "_loaded", False)
+    request = parse_event({"input": "s3://bucket/in/T1/tile.zarr", "output": "s3://bucket/out/T1"}, HandlerConfig())
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        entry._load_export_path(request)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert entry._loaded
+    assert {"darts_export.export", "zarr", "s3fs"} <= set(sys.modules)
 
 
 def test_memory_estimate_is_logged(
