@@ -19,7 +19,8 @@ this process's user + system time, all threads; peak is the RSS above the tile):
 * **lazy S3 input**: the debug store written to S3 is opened with ``open_tile`` (as the handler
   and ``darts-export export`` do) and exported to a local folder, beside the export of the same
   tile from memory and the time to read the bytes of the variables it needs alone (every object
-  at once through s3fs); the requests per variable are counted at the proxy;
+  at once through s3fs); the requests per variable are counted at the proxy (the store's
+  ``quicklook`` group counts as one: the thumbnail's pixels of the optical bands);
 * **bytes** against the original's: its rasters re-encoded as it wrote them (LZW strips, no
   overviews, truncated percent), its vector files and thumbnail counted at this export's sizes.
 

@@ -143,8 +143,9 @@ def test_every_dtype_round_trips_bit_exact(target: Target) -> None:
             np.testing.assert_array_equal(got.view(width), variable.values.view(width), err_msg=str(name))
 
 
-def test_consolidated_metadata_is_what_zarr_itself_writes(tmp_path: Path) -> None:
-    tile = make_synthetic_tile(32, seed=26, with_inputs=False)
+def test_consolidated_metadata_is_what_zarr_itself_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_store, "QUICKLOOK_SIZE", 16)  # a nested group too: the quick-look
+    tile = make_synthetic_tile(32, seed=26)
     ours = write_debug_store(tile, tmp_path / "ours.zarr")
     theirs = tmp_path / "theirs.zarr"
     write_debug_store(tile, theirs)
@@ -152,6 +153,9 @@ def test_consolidated_metadata_is_what_zarr_itself_writes(tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match="Consolidated metadata is currently not part"):
         zarr.consolidate_metadata(str(theirs), zarr_format=3)
     assert json.loads((ours / "zarr.json").read_text()) == json.loads((theirs / "zarr.json").read_text())
+    quick = zarr.open_group(ours, mode="r")["quicklook/red"]
+    assert isinstance(quick, zarr.Array)
+    assert quick.shape == (16, 16)
 
 
 def test_lazy_tile_exports_the_store_whatever_its_chunks(target: Target) -> None:

@@ -136,8 +136,8 @@ def _with_quicklook(tile: xr.Dataset, path: str, options: dict[str, Any] | None)
 
     try:
         group = zarr.open_group(path, mode="r", storage_options=options).get(QUICKLOOK_GROUP)
-    except (KeyError, ValueError, TypeError, OSError) as exc:  # not a v3 store with consolidated metadata
-        logger.debug("no quick-look in %s: %s", path, exc)
+    except Exception as exc:  # an optimisation: whatever stops it, the bands themselves are read
+        logger.debug("no quick-look in %s: %s: %s", path, type(exc).__name__, exc)
         return tile
     if not isinstance(group, zarr.Group):
         return tile

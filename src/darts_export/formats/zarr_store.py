@@ -197,6 +197,9 @@ def _consolidate(folder: Path) -> None:
         for path in sorted(folder.rglob("zarr.json"))
         if path != root
     }
+    for member in members.values():
+        if member.get("node_type") == "group":  # a nested group's members are listed flat at the root
+            member["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {}}
     group = json.loads(root.read_text())
     node_type = group.pop("node_type")
     group["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": members}
