@@ -55,7 +55,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import rioxarray  # noqa: F401  (registers the .rio accessor)
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -116,6 +115,8 @@ def write_debug_store(tile: xr.Dataset, folder: str | Path) -> Path:
             propagate unchanged).
         OSError: the local disk refused the write (full, read-only).
     """
+    import rioxarray  # noqa: F401  (registers the .rio accessor; imported here: readers of the constants need none)
+
     started = time.perf_counter()
     dataset = _prepared_copy(tile)
     encoding = _layout(dataset)
