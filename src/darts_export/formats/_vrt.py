@@ -119,8 +119,9 @@ def _mem_name(array: NDArray[Any]) -> str:
 
 
 def _source(element: str, array: NDArray[Any]) -> str:
+    # shared="0": every VRT opens its own MEM dataset, so threads encoding the same array share no GDAL dataset.
     return (
-        f'<{element}><SourceFilename relativeToVRT="0">{escape(_mem_name(array))}</SourceFilename>'
+        f'<{element}><SourceFilename relativeToVRT="0" shared="0">{escape(_mem_name(array))}</SourceFilename>'
         f"<SourceBand>1</SourceBand></{element}>"
     )
 
