@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="suffix of the results files (e.g. before/after)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--no-lazy", action="store_true", help="skip the lazy-input rows")
+    parser.add_argument("--no-debug", action="store_true", help="skip the debug-store rows")
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -65,11 +66,12 @@ def main() -> None:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
         lat = f"s3 {args.latency:g} ms"
         try:
-            for name, out, opts, shaped, debug in [
+            rows: list[tuple[str, str, dict[str, Any] | None, Any, bool]] = [
                 ("local", str(local_root / "tile"), None, None, False),
                 ("local", str(local_root / "tile"), None, None, True),
                 (lat, f"s3://{bucket}/out", s3_options(proxy.url), proxy, True),
-            ]:
+            ]
+            for name, out, opts, shaped, debug in rows[:1] if args.no_debug else rows:
 
                 def run(out: str = out, opts: Any = opts, debug: bool = debug) -> int:
                     manifest = export_tile(tile, out, metadata={"tile_id": "io"}, debug=debug, storage_options=opts)
@@ -86,8 +88,10 @@ def main() -> None:
         finally:
             shutil.rmtree(local_root, ignore_errors=True)
     by = {(m.target, m.what): m for m in results}
-    local, local_debug = by[("local", "default")], by[("local", "default + debug")]
-    ratios = {"s3_debug_over_local_debug": by[(lat, "default + debug")].wall / local_debug.wall}
+    local = by[("local", "default")]
+    ratios = {}
+    if not args.no_debug:
+        ratios["s3_debug_over_local_debug"] = by[(lat, "default + debug")].wall / by[("local", "default + debug")].wall
     if not args.no_lazy:
         ratios["lazy_over_memory_plus_read"] = results[-2].wall / (local.wall + results[-1].wall)
     result = {

@@ -135,7 +135,9 @@ def _with_quicklook(tile: xr.Dataset, path: str, options: dict[str, Any] | None)
     import zarr
 
     try:
-        group = zarr.open_group(path, mode="r", storage_options=options).get(QUICKLOOK_GROUP)
+        # v3 only (the debug store's format): no probing for v2 metadata, one GET of the root's zarr.json.
+        root = zarr.open_group(path, mode="r", storage_options=options, zarr_format=3, use_consolidated=True)
+        group = root.get(QUICKLOOK_GROUP)
     except Exception as exc:  # an optimisation: whatever stops it, the bands themselves are read
         logger.debug("no quick-look in %s: %s: %s", path, type(exc).__name__, exc)
         return tile
