@@ -136,8 +136,6 @@ def export_tile(
     started = time.perf_counter()
     TileView(tile)  # the georeference is checked before any byte of a lazy tile is read
     planned = plan_products(bands, ensemble_subsets, debug=flag(debug, "debug"))
-    if any(product.kind is Kind.BAND_RASTER for product in planned):
-        import rioxarray  # noqa: F401  (formats.rasters reads the bands' declared nodata through .rio)
     view = TileView(load_needed(tile, planned))  # a lazily opened tile is read once, not per product
     check_variables(planned, view)
     meta = decide_metadata(metadata, view.dataset.attrs, view.georef)

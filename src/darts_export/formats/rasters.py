@@ -184,6 +184,8 @@ def _as_uint8_mask(mask: NDArray[Any]) -> NDArray[np.uint8]:
 
 
 def _declared_nodata(view: TileView, variable: str) -> float | None:
+    import rioxarray  # noqa: F401  (registers .rio; imported here: the default products need none)
+
     var = view.dataset[variable]
     for value in (var.rio.nodata, var.rio.encoded_nodata, var.attrs.get("_FillValue")):
         if value is not None:
