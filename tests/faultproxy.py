@@ -29,10 +29,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 FaultKind = Literal["500", "503", "reset", "stall", "truncate", "delete-error"]
@@ -41,6 +41,17 @@ FAULT_KINDS: tuple[FaultKind, ...] = ("500", "503", "reset", "stall", "truncate"
 READ_TIMEOUT = 0.5
 """Seconds the S3 client waits for an answer in the fault tests; the proxy's stalls last longer."""
 STALL_SECONDS = 1.0
+
+
+def settled(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with botocore's default read timeout, for reading the results back once faults are reset.
+
+    A starved machine can pause a healthy answer longer than :data:`READ_TIMEOUT`, and s3fs does not retry a
+    timed-out body read (it surfaces as an ``IndexError`` from its own error handler): that would be the
+    harness failing, not the export.
+    """
+    config = {k: v for k, v in options.get("config_kwargs", {}).items() if k != "read_timeout"}
+    return {**options, "config_kwargs": config}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from darts_export.lease import LEASE_NAME
 from darts_export.products import MANIFEST_NAME, expected_paths
 from darts_export.synthetic import make_synthetic_tile
 from darts_export.verify import missing_outputs, verify
-from faultproxy import Fault, FaultProxy, Request
+from faultproxy import Fault, FaultProxy, Request, settled
 
 BANDS = ("probabilities", "binarized", "metadata")
 SUBSETS = ("a",)
@@ -137,7 +137,7 @@ def run_case(
     faulted = [r for r in proxy.log if r.fault]
     proxy.reset()
 
-    report = verify(url, storage_options=options)
+    report = verify(url, storage_options=settled(options))
     manifest = _get(s3_client, bucket, f"{prefix}/{MANIFEST_NAME}")
     wanted = [p for p in expected_paths(BANDS, SUBSETS, debug=True) if p != MANIFEST_NAME]
     listed = {a.path for a in report.manifest.artifacts} if report.manifest is not None else set()
@@ -152,7 +152,7 @@ def run_case(
         result = "clean error"
     else:
         result = "false complete"
-    agrees = (missing_outputs(url, BANDS, SUBSETS, debug=True, storage_options=options) == "none") == report.ok
+    agrees = (missing_outputs(url, BANDS, SUBSETS, debug=True, storage_options=settled(options)) == "none") == report.ok
 
     rerun: Literal["complete", "complete after lease expiry", "failed", "not needed"] = "failed"
     if result == "complete" and not rerun_complete:
@@ -167,7 +167,7 @@ def run_case(
             break
         rerun = attempt
         break
-    if rerun in ("complete", "complete after lease expiry") and not verify(url, storage_options=options).ok:
+    if rerun in ("complete", "complete after lease expiry") and not verify(url, storage_options=settled(options)).ok:
         rerun = "failed"
     return Outcome(
         kind=fault.kind,

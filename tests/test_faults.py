@@ -21,7 +21,7 @@ from darts_export import export_tile
 from darts_export.errors import StorageError, TargetUnreachableError
 from darts_export.lease import LEASE_NAME
 from darts_export.verify import missing_outputs, verify
-from faultproxy import FAULT_KINDS, STALL_SECONDS, Fault, FaultKind, FaultProxy
+from faultproxy import FAULT_KINDS, STALL_SECONDS, Fault, FaultKind, FaultProxy, settled
 from faultsuite import BANDS, SUBSETS, enumerate_requests, export, fault_tile, pick_indices, run_case
 
 SAMPLED_STAGES = ("artifacts", "debug store", "item", "manifest")
@@ -101,8 +101,8 @@ def test_a_persistent_outage_raises_within_one_requests_retry_budget_and_commits
     assert len(faulted) <= 8 * 3 + 3, [(r.method, r.key) for r in faulted]
     assert seconds < 15, seconds
     fault_proxy.reset()
-    assert not verify(url, storage_options=options).ok
-    assert missing_outputs(url, BANDS, SUBSETS, debug=True, storage_options=options) != "none"
+    assert not verify(url, storage_options=settled(options)).ok
+    assert missing_outputs(url, BANDS, SUBSETS, debug=True, storage_options=settled(options)) != "none"
 
 
 def test_old_marker_is_provably_gone_before_the_first_new_byte(
@@ -118,7 +118,7 @@ def test_old_marker_is_provably_gone_before_the_first_new_byte(
     assert written == []  # not one byte of the new export
     assert s3_client.get_object(Bucket=s3_bucket, Key="overwritten/manifest.json")["Body"].read() == before
     fault_proxy.reset()
-    assert verify(url, storage_options=proxy_options).ok  # the old export, whole and still valid
+    assert verify(url, storage_options=settled(proxy_options)).ok  # the old export, whole and still valid
 
 
 def test_eight_exports_under_random_faults_all_complete(
@@ -133,6 +133,6 @@ def test_eight_exports_under_random_faults_all_complete(
     seconds = time.perf_counter() - started
     injected = [r for r in fault_proxy.log if r.fault]
     fault_proxy.reset()
-    assert all(verify(url, storage_options=proxy_options).ok for url in urls)
+    assert all(verify(url, storage_options=settled(proxy_options)).ok for url in urls)
     assert seconds < 90, seconds
     assert injected  # faults did happen, and every one was absorbed
