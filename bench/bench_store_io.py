@@ -34,7 +34,17 @@ import boto3
 import darts_export
 from _proxy import shaping_proxy
 from darts_export import export_tile, make_synthetic_tile
-from run import Measurement, lazy_input, load, measure, moto_server, put_debug_store, remove, s3_options
+from run import (
+    Measurement,
+    lazy_input,
+    load,
+    measure,
+    measurement_rows,
+    moto_server,
+    put_debug_store,
+    remove,
+    s3_options,
+)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -120,14 +130,8 @@ def table(result: dict[str, Any]) -> str:
         f"Median of {result['repeat']}; load average {result['load_average'][0]} → {result['load_average'][1]}; "
         f"code from {result['source']}.",
         "",
-        "| target | what | wall s | CPU s | peak+ MiB | MB | requests |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *measurement_rows(result["measurements"]),
     ]
-    for m in result["measurements"]:
-        lines.append(
-            f"| {m['target']} | {m['what']} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['peak_mib']:.0f} | "
-            f"{m['bytes'] / 1e6:.2f} | {m['requests'] or ''} |"
-        )
     lines += ["", *(f"- {k}: {v}" for k, v in result["ratios"].items())]
     lazy = result["lazy_input"]
     if lazy:

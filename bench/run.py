@@ -523,6 +523,20 @@ def verdict(value: float, goal: float) -> str:
     return "met" if value <= goal else "NOT met"
 
 
+def measurement_rows(measurements: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of measurements (as stored in the JSON results), header included."""
+    rows = [
+        "| target | what | wall s | CPU s | peak+ MiB | MB | requests |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in measurements:
+        rows.append(
+            f"| {m['target']} | {m['what']} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['peak_mib']:.0f} | "
+            f"{m['bytes'] / 1e6:.2f} | {m['requests'] or ''} |"
+        )
+    return rows
+
+
 def size_table(result: dict[str, Any]) -> str:
     size = result["size"]
     lines = [
@@ -533,14 +547,8 @@ def size_table(result: dict[str, Any]) -> str:
         f"synthetic tile made in {result['synthetic_tile_s']} s; proxy cap "
         f"{result['bandwidth_mb_per_connection']:g} MB/s per connection.",
         "",
-        "| target | what | wall s | CPU s | peak+ MiB | MB | requests |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *measurement_rows(result["measurements"]),
     ]
-    for m in result["measurements"]:
-        lines.append(
-            f"| {m['target']} | {m['what']} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['peak_mib']:.0f} | "
-            f"{m['bytes'] / 1e6:.2f} | {m['requests'] or ''} |"
-        )
     lines += [
         "",
         f"Original's bytes for this tile: {result['original_bytes'] / 1e6:.2f} MB.",
