@@ -18,7 +18,7 @@ from darts_export.commit import transaction
 from darts_export.errors import ArtifactExistsError, UnsupportedTargetError
 from darts_export.products import MANIFEST_NAME
 from darts_export.storage import MULTIPART_THRESHOLD, S3_DEFAULT_OPTIONS, Storage, multihash_sha256
-from faultproxy import Fault, FaultProxy
+from faultproxy import Fault, FaultKind, FaultProxy
 from helpers import Target, expected_percent
 
 
@@ -143,6 +143,20 @@ def test_one_retry_layer_retries_each_request_and_translates_what_stays_failed(
     fault_proxy.reset(Fault("truncate", match=lambda r: r.method == "GET", limit=1))
     assert storage.read_bytes("a.bin") == b"abc"
     assert [(r.method, r.fault) for r in fault_proxy.log] == [("GET", "truncate"), ("GET", None)]  # no HEAD first
+
+
+@pytest.mark.parametrize("kind", ["truncate", "stall"])
+def test_describe_reads_again_an_answer_that_broke_off(
+    kind: FaultKind, fault_proxy: FaultProxy, proxy_options: dict[str, Any], s3_bucket: str
+) -> None:
+    storage = Storage.open(f"s3://{s3_bucket}/t", proxy_options)
+    data = bytes(range(256)) * 64
+    stored = storage.publish_bytes("a.tif", data)
+    # verify reads through a file object, whose body reads neither botocore nor s3fs (1 attempt) repeat
+    fault_proxy.reset(Fault(kind, match=lambda r: r.method == "GET", limit=1))
+    assert storage.describe("a.tif") == stored
+    gets = [r.fault for r in fault_proxy.log if r.method == "GET"]
+    assert gets == [kind, None]
 
 
 def test_a_large_artifact_goes_up_as_concurrent_parts_and_reads_back_identical(

@@ -91,6 +91,7 @@ of their multipart uploads at once.
 """
 
 _BODY_READS = 3  # attempts at reading an answer whose body was cut off, which botocore does not retry
+_BODY_FAILURES = ("body", "connection")  # how a body read breaks off: cut short, or stalled past the read timeout
 
 _S3FS_ATTEMPTS = 1  # s3fs would repeat botocore's whole retry cycle 5 times over: let botocore alone retry
 
@@ -487,14 +488,28 @@ class Storage:
         }
 
     def describe(self, rel: str) -> StoredObject:
-        """Re-read ``rel`` and report its actual size and checksum (streaming, constant memory)."""
-        digest = hashlib.sha256()
-        size = 0
-        with self._translated(f"read {rel}"), self.fs.open(self.path(rel), "rb", block_size=_CHUNK) as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-        return StoredObject(path=rel, size=size, checksum=multihash_sha256(digest.digest()))
+        """Re-read ``rel`` and report its actual size and checksum (streaming, constant memory).
+
+        A body cut off or stalled past the read timeout is read again from the start: botocore
+        retries requests, not the reading of an answer it has already handed over.
+        """
+        for attempt in range(1, _BODY_READS + 1):
+            digest = hashlib.sha256()
+            size = 0
+            opened = False
+            try:
+                with self._translated(f"read {rel}"), self.fs.open(self.path(rel), "rb", block_size=_CHUNK) as fh:
+                    opened = True
+                    while chunk := fh.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                return StoredObject(path=rel, size=size, checksum=multihash_sha256(digest.digest()))
+            except StorageError as exc:
+                cause = exc.__cause__
+                if not opened or attempt == _BODY_READS or cause is None or classify(cause) not in _BODY_FAILURES:
+                    raise
+                logger.debug("read %s: the answer broke off after %d bytes (%s); reading it again", rel, size, cause)
+        raise StorageError(f"Cannot read {self.uri(rel)}: every answer broke off.")
 
     def describe_tree(self, rel: str) -> StoredObject:
         """Re-read every object of the directory ``rel`` and report its :func:`tree_object`."""
